@@ -1,0 +1,71 @@
+//! Knowledge distillation (Hinton et al. 2015) for multi-label outputs, as in the authors' code:
+//! per-class binary KL between temperature-softened sigmoids, times T^2, mixed with the
+//! multi-label loss on the ground truth: `alpha * T^2 * KL + (1 - alpha) * BCE`.
+
+use super::{Compression, bce_with_logits, log_sigmoid};
+use crate::models::{Vgg, VggArch};
+use anyhow::{Result, ensure};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Distillation into a thinner network of the same layout.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Distillation {
+    /// Student width divisor (paper: 2, 4, 8 of VGG16).
+    pub width_divisor: usize,
+    /// Softening temperature T.
+    pub temperature: f64,
+    /// Weight of the distillation term.
+    pub alpha: f64,
+}
+
+impl Default for Distillation {
+    fn default() -> Self {
+        Distillation {
+            width_divisor: 4,
+            temperature: 4.0,
+            alpha: 0.9,
+        }
+    }
+}
+
+/// Mean over samples and classes of KL(Bern(sigmoid(t/T)) || Bern(sigmoid(s/T))).
+pub fn binary_kl(student: Tensor<2>, teacher: Tensor<2>, temperature: f64) -> Tensor<1> {
+    let s = student.div_scalar(temperature);
+    let t = teacher.div_scalar(temperature).detach();
+    let (log_pt, log_qt) = (log_sigmoid(t.clone()), log_sigmoid(t.clone().neg()));
+    let (log_ps, log_qs) = (log_sigmoid(s.clone()), log_sigmoid(s.neg()));
+    let pt = log_pt.clone().exp();
+    let qt = log_qt.clone().exp();
+    (pt * (log_pt - log_ps) + qt * (log_qt - log_qs)).mean()
+}
+
+impl Compression for Distillation {
+    fn name(&self) -> &'static str {
+        "kd"
+    }
+
+    fn make_student(&self, teacher: &Vgg, device: &Device) -> Result<Vgg> {
+        ensure!(
+            self.width_divisor >= 1,
+            "kd width_divisor must be at least 1"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.alpha),
+            "kd alpha must be in [0, 1]"
+        );
+        ensure!(self.temperature > 0.0, "kd temperature must be positive");
+        let arch = VggArch {
+            width_divisor: teacher.arch.width_divisor * self.width_divisor,
+            ..teacher.arch.clone()
+        };
+        arch.init(device)
+    }
+
+    fn task_loss(&self, student: Tensor<2>, teacher: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+        let t2 = self.temperature * self.temperature;
+        let kd = binary_kl(student.clone(), teacher, self.temperature).mul_scalar(self.alpha * t2);
+        kd + bce_with_logits(student, targets).mul_scalar(1.0 - self.alpha)
+    }
+}

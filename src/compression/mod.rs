@@ -1,0 +1,36 @@
+//! Compression methods: each is one file behind the [`Compression`] trait. A method builds the
+//! student from the teacher and defines the task part of the fine-tuning loss; attribution
+//! matching ([`crate::matching`]) is added on top by the shared fine-tuning loop.
+
+pub mod kd;
+
+use crate::models::Vgg;
+use anyhow::Result;
+use burn::prelude::*;
+
+/// A compression method with a fine-tuning stage.
+pub trait Compression {
+    /// Name used in configs and reports (e.g. `kd`).
+    fn name(&self) -> &'static str;
+    /// Builds the (untrained or freshly compressed) student from the teacher.
+    fn make_student(&self, teacher: &Vgg, device: &Device) -> Result<Vgg>;
+    /// Task loss of one batch: student logits (tracked), teacher logits and multi-hot targets
+    /// (constants).
+    fn task_loss(&self, student: Tensor<2>, teacher: Tensor<2>, targets: Tensor<2>) -> Tensor<1>;
+}
+
+/// Mean multi-label soft-margin loss (binary cross-entropy with logits, averaged over
+/// samples and classes), written stably: `softplus(z) - y z`.
+pub fn bce_with_logits(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
+    (softplus(logits.clone()) - logits * targets).mean()
+}
+
+/// Stable `log(1 + exp(x))`.
+pub fn softplus<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.clone().clamp_min(0.0) + x.abs().neg().exp().log1p()
+}
+
+/// Stable `log sigmoid(x) = -softplus(-x)`.
+pub fn log_sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    softplus(x.neg()).neg()
+}

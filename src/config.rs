@@ -1,0 +1,196 @@
+//! Experiment configuration (TOML). The config used is saved next to every result, so every
+//! number can be reproduced from its output folder with `faithful demo --config config.toml`.
+
+use crate::compression::kd::Distillation;
+use crate::data::synthetic::SyntheticConfig;
+use crate::evaluation::EvalConfig;
+use crate::matching;
+use crate::models::VggArch;
+use crate::training::{MatchConfig, Schedule, TrainConfig};
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Teacher settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TeacherConfig {
+    /// Architecture (the students derive theirs from it).
+    pub arch: VggArch,
+    /// Supervised training.
+    pub train: TrainConfig,
+}
+
+impl Default for TeacherConfig {
+    fn default() -> Self {
+        TeacherConfig {
+            arch: VggArch::default(),
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+/// Report settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportConfig {
+    /// Number of heat-map overlay rows to draw.
+    pub overlays: usize,
+    /// Upscaling of overlay panels.
+    pub overlay_scale: u32,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            overlays: 8,
+            overlay_scale: 3,
+        }
+    }
+}
+
+/// A whole knowledge-distillation experiment: data, teacher, students, matching, evaluation.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Seeds; each seed trains its own teacher and students (the data stay fixed by `data.seed`).
+    pub seeds: Vec<u64>,
+    /// Regularizers to compare (`none`, `ewa`, `swa`, `sswa`).
+    pub regularizers: Vec<String>,
+    /// The built-in dataset.
+    pub data: SyntheticConfig,
+    /// The teacher.
+    pub teacher: TeacherConfig,
+    /// Distillation settings (student width, temperature, alpha).
+    pub kd: Distillation,
+    /// Student fine-tuning.
+    pub student_train: TrainConfig,
+    /// Attribution matching.
+    pub matching: MatchConfig,
+    /// Evaluation.
+    pub eval: EvalConfig,
+    /// Report.
+    pub report: ReportConfig,
+}
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        Self::demo()
+    }
+}
+
+impl ExperimentConfig {
+    /// The default demo: a few minutes on 2 CPU cores.
+    pub fn demo() -> Self {
+        ExperimentConfig {
+            seeds: vec![0],
+            regularizers: matching::ALL.iter().map(|s| s.to_string()).collect(),
+            data: SyntheticConfig::default(),
+            teacher: TeacherConfig::default(),
+            kd: Distillation::default(),
+            student_train: TrainConfig {
+                lr: 0.05,
+                ..TrainConfig::default()
+            },
+            matching: MatchConfig::default(),
+            eval: EvalConfig::default(),
+            report: ReportConfig::default(),
+        }
+    }
+
+    /// A smaller version that runs in under 2 minutes (a smoke run, not a fair test).
+    pub fn quick() -> Self {
+        let mut cfg = Self::demo();
+        cfg.data.n_train = 800;
+        cfg.data.n_val = 100;
+        cfg.data.n_test = 200;
+        cfg.teacher.train.epochs = 6;
+        cfg.student_train.epochs = 4;
+        cfg.student_train.schedule = Schedule::Cosine;
+        cfg.report.overlays = 4;
+        cfg
+    }
+
+    /// Reads a TOML config, naming the file in errors.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        let cfg: Self =
+            toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("{}: invalid config", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// The config as TOML text.
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+
+    /// Checks every part before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        if self.seeds.is_empty() {
+            bail!("seeds must list at least one seed");
+        }
+        if self.regularizers.is_empty() {
+            bail!("regularizers must list at least one of none, ewa, swa, sswa");
+        }
+        for r in &self.regularizers {
+            matching::by_name(r, self.matching.sswa_mode, self.matching.drop)?;
+        }
+        self.data.validate()?;
+        let arch = VggArch {
+            num_classes: self.data.num_classes,
+            input_size: self.data.size,
+            ..self.teacher.arch.clone()
+        };
+        arch.validate().context("teacher.arch")?;
+        VggArch {
+            width_divisor: arch.width_divisor * self.kd.width_divisor,
+            ..arch
+        }
+        .validate()
+        .context("student architecture (teacher.arch with kd.width_divisor)")?;
+        self.teacher.train.validate("teacher.train")?;
+        self.student_train.validate("student_train")?;
+        crate::attribution::by_name(&self.eval.attribution)?;
+        Ok(())
+    }
+
+    /// The teacher architecture with the dataset's classes and image size filled in.
+    pub fn teacher_arch(&self) -> VggArch {
+        VggArch {
+            num_classes: self.data.num_classes,
+            input_size: self.data.size,
+            ..self.teacher.arch.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_validate_and_round_trip_through_toml() {
+        for cfg in [ExperimentConfig::demo(), ExperimentConfig::quick()] {
+            cfg.validate().unwrap();
+            let back: ExperimentConfig = toml::from_str(&cfg.to_toml().unwrap()).unwrap();
+            assert_eq!(back, cfg);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected_with_the_file_name() {
+        let dir = std::env::temp_dir().join(format!("faithful-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, "seeds = [0]\nregularizers = [\"fancy\"]\n").unwrap();
+        let err = format!("{:#}", ExperimentConfig::load(&p).unwrap_err());
+        assert!(err.contains("bad.toml") && err.contains("fancy"), "{err}");
+        std::fs::write(&p, "colour = 3\n").unwrap();
+        let err = format!("{:#}", ExperimentConfig::load(&p).unwrap_err());
+        assert!(err.contains("colour"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,264 @@
+//! Evaluation of one network: prediction quality (mAP, F1) and attribution quality (ROC-AUC
+//! and pointing game against the masks; cosine and normalised l2 against the teacher's maps),
+//! the latter only over (image, class) pairs whose class is present and predicted, as the paper.
+
+use crate::attribution::Attribution;
+use crate::data::{Dataset, SEG_IGNORE};
+use crate::metrics;
+use crate::models::Vgg;
+use crate::training::Normalization;
+use anyhow::{Context, Result, ensure};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Which mAP definition to report.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MapVariant {
+    /// VOC: per-class interpolated AP averaged over classes (default; the usual definition).
+    PerClass,
+    /// The authors' code: per-sample AP averaged over samples.
+    PerSample,
+}
+
+/// Evaluation settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Attribution method name (see [`crate::attribution::REGISTRY`]).
+    pub attribution: String,
+    /// mAP definition.
+    pub map_variant: MapVariant,
+    /// Pointing-game tolerance in pixels (0: the maximum must fall inside the mask).
+    pub pointing_tolerance: f32,
+    /// Images per forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig {
+            attribution: "gradcam".into(),
+            map_variant: MapVariant::PerClass,
+            pointing_tolerance: 0.0,
+            batch_size: 64,
+        }
+    }
+}
+
+/// Logits (N×K, row-major) of a network in evaluation mode.
+pub fn predict(
+    model: &Vgg,
+    data: &Dataset,
+    norm: &Normalization,
+    batch: usize,
+) -> Result<Vec<f32>> {
+    let device = model.devices()[0].clone();
+    let mut out = Vec::with_capacity(data.len() * data.num_classes());
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks(batch.max(1)) {
+        let x = batch_tensor(data, chunk, norm, &device);
+        let logits = model.forward(x);
+        out.extend(to_vec(logits.into_data())?);
+    }
+    Ok(out)
+}
+
+fn to_vec(data: TensorData) -> Result<Vec<f32>> {
+    data.try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("cannot read tensor data: {e:?}"))
+}
+
+fn batch_tensor(data: &Dataset, idx: &[usize], norm: &Normalization, device: &Device) -> Tensor<4> {
+    let (h, w) = (data.height, data.width);
+    let mut xs = Vec::with_capacity(idx.len() * 3 * h * w);
+    for &i in idx {
+        let mut img = data.image(i).to_vec();
+        norm.apply(&mut img);
+        xs.extend_from_slice(&img);
+    }
+    Tensor::from_data(TensorData::new(xs, [idx.len(), 3, h, w]), device)
+}
+
+/// Attribution maps at input resolution (bilinear, raw values) for (image, class) pairs.
+pub fn attribution_maps(
+    model: &Vgg,
+    method: &dyn Attribution,
+    data: &Dataset,
+    norm: &Normalization,
+    pairs: &[(usize, usize)],
+    batch: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let device = model.devices()[0].clone();
+    let mut out = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(batch.max(1)) {
+        let images: Vec<usize> = chunk.iter().map(|p| p.0).collect();
+        let classes: Vec<usize> = chunk.iter().map(|p| p.1).collect();
+        let x = batch_tensor(data, &images, norm, &device);
+        let maps = method.maps(model, x, &classes)?;
+        let [_, h, w] = maps.dims();
+        let flat = to_vec(maps.into_data())?;
+        for m in flat.chunks(h * w) {
+            out.push(metrics::upsample_bilinear(
+                m,
+                h,
+                w,
+                data.height,
+                data.width,
+            )?);
+        }
+    }
+    Ok(out)
+}
+
+/// All (image, class) pairs whose class is labelled and has mask pixels.
+pub fn ground_truth_pairs(data: &Dataset) -> Vec<(usize, usize)> {
+    let mut pairs = Vec::new();
+    for i in 0..data.len() {
+        let seg = data.seg_of(i);
+        for (k, &l) in data.labels_of(i).iter().enumerate() {
+            if l == 1 && seg.contains(&(k as u8 + 1)) {
+                pairs.push((i, k));
+            }
+        }
+    }
+    pairs
+}
+
+/// Maps of a reference network (the teacher) for comparison, keyed by (image, class).
+pub type MapSet = HashMap<(usize, usize), Vec<f32>>;
+
+/// The teacher's maps for every ground-truth pair.
+pub fn reference_maps(
+    teacher: &Vgg,
+    method: &dyn Attribution,
+    data: &Dataset,
+    norm: &Normalization,
+    batch: usize,
+) -> Result<MapSet> {
+    let pairs = ground_truth_pairs(data);
+    let maps = attribution_maps(teacher, method, data, norm, &pairs, batch)?;
+    Ok(pairs.into_iter().zip(maps).collect())
+}
+
+/// Attribution metrics of one (image, class) pair.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PairScore {
+    /// Image index in the evaluated split.
+    pub image: usize,
+    /// Class index.
+    pub class: usize,
+    /// ROC-AUC of the map against the class mask.
+    pub auc: f64,
+    /// Whether the map's maximum falls in the mask.
+    pub hit: bool,
+    /// Cosine similarity to the reference map (absent without a reference).
+    pub cos: Option<f64>,
+    /// Normalised l2 distance to the reference map.
+    pub l2: Option<f64>,
+}
+
+/// Summary metrics of one network on one split (percentages for map/f1/auc/point_acc).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Scores {
+    /// Mean average precision, in %.
+    pub map: f64,
+    /// Sample-averaged F1 at probability 0.5, in %.
+    pub f1: f64,
+    /// Mean ROC-AUC of maps vs masks over correctly predicted pairs, in %.
+    pub auc: f64,
+    /// Pointing-game accuracy over the same pairs, in %.
+    pub point_acc: f64,
+    /// Mean cosine similarity to the teacher's maps (1 for the teacher itself).
+    pub cos: f64,
+    /// Mean normalised l2 distance to the teacher's maps (0 for the teacher itself).
+    pub l2: f64,
+    /// Number of (image, class) pairs the attribution metrics average over.
+    pub pairs: usize,
+}
+
+/// Evaluates a network (plain device) on `data`; `reference` gives the teacher's maps.
+pub fn evaluate(
+    model: &Vgg,
+    data: &Dataset,
+    norm: &Normalization,
+    method: &dyn Attribution,
+    reference: Option<&MapSet>,
+    cfg: &EvalConfig,
+) -> Result<(Scores, Vec<PairScore>)> {
+    ensure!(!data.is_empty(), "dataset '{}' is empty", data.name);
+    let (n, k) = (data.len(), data.num_classes());
+    let logits = predict(model, data, norm, cfg.batch_size)?;
+    let map = match cfg.map_variant {
+        MapVariant::PerClass => metrics::map_per_class(&logits, &data.labels, n, k),
+        MapVariant::PerSample => metrics::map_per_sample(&logits, &data.labels, n, k),
+    }
+    .context("mAP")?;
+    let f1 = metrics::f1_samples(&logits, &data.labels, n, k, 0.0).context("F1")?;
+    let pairs: Vec<(usize, usize)> = ground_truth_pairs(data)
+        .into_iter()
+        .filter(|&(i, c)| logits[i * k + c] > 0.0)
+        .collect();
+    let maps = attribution_maps(model, method, data, norm, &pairs, cfg.batch_size)?;
+    let mut scores = Vec::with_capacity(pairs.len());
+    for (&(i, c), m) in pairs.iter().zip(&maps) {
+        scores.push(score_pair(
+            data,
+            i,
+            c,
+            m,
+            reference,
+            cfg.pointing_tolerance,
+        )?);
+    }
+    Ok((summarize(map, f1, &scores), scores))
+}
+
+fn score_pair(
+    data: &Dataset,
+    i: usize,
+    c: usize,
+    map: &[f32],
+    reference: Option<&MapSet>,
+    tolerance: f32,
+) -> Result<PairScore> {
+    let mask = data.class_mask(i, c);
+    let ignore: Vec<bool> = data.seg_of(i).iter().map(|&s| s == SEG_IGNORE).collect();
+    let auc = metrics::roc_auc(map, &mask, Some(&ignore))?.unwrap_or(0.5);
+    let hit = metrics::pointing_hit(map, data.width, &mask, Some(&ignore), tolerance)?;
+    let (cos, l2) = match reference.and_then(|r| r.get(&(i, c))) {
+        Some(t) => (
+            Some(metrics::cosine_similarity(map, t)?),
+            Some(metrics::normalized_l2(map, t)?),
+        ),
+        None => (None, None),
+    };
+    Ok(PairScore {
+        image: i,
+        class: c,
+        auc,
+        hit,
+        cos,
+        l2,
+    })
+}
+
+fn summarize(map: f64, f1: f64, pairs: &[PairScore]) -> Scores {
+    let mean = |v: Vec<f64>| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    Scores {
+        map: 100.0 * map,
+        f1: 100.0 * f1,
+        auc: 100.0 * mean(pairs.iter().map(|p| p.auc).collect()),
+        point_acc: 100.0 * mean(pairs.iter().map(|p| p.hit as u8 as f64).collect()),
+        cos: mean(pairs.iter().filter_map(|p| p.cos).collect()),
+        l2: mean(pairs.iter().filter_map(|p| p.l2).collect()),
+        pairs: pairs.len(),
+    }
+}

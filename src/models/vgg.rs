@@ -1,0 +1,389 @@
+//! VGG family with BatchNorm, a width divisor, and the authors' head
+//! (max-pool -> dropout -> linear), plus an optional hidden MLP so that any
+//! piecewise-linear head (such as the reference fixture's) fits the same code.
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
+use serde::{Deserialize, Serialize};
+
+/// Named VGG layouts; `M` is a 2x2 max-pool. The trailing `M` is the head's pool (pool5).
+pub fn preset_layout(name: &str) -> Option<&'static str> {
+    Some(match name {
+        // torchvision cfg "D"
+        "vgg16" => "64,64,M,128,128,M,256,256,256,M,512,512,512,M,512,512,512,M",
+        "vgg11" => "64,M,128,M,256,256,M,512,512,M,512,512,M",
+        // sized for 64x64 inputs on a 2-core CPU: last conv at 8x8, pool5 at 4x4
+        "small" => "16,M,32,M,64,M,128,128,M",
+        "tiny" => "16,M,32,M,64,M,64,M",
+        _ => return None,
+    })
+}
+
+/// Architecture of a [`Vgg`] network; saved next to every model so it can be rebuilt.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VggArch {
+    /// A preset name (`vgg16`, `vgg11`, `small`, `tiny`) or a list like `32,M,64,M`.
+    pub layout: String,
+    /// Every conv layer's channel count is divided by this (paper's students: 2, 4, 8).
+    pub width_divisor: usize,
+    /// Number of output classes.
+    pub num_classes: usize,
+    /// Input side length in pixels (square inputs).
+    pub input_size: usize,
+    /// Dropout probability before each linear layer of the head.
+    pub dropout: f64,
+    /// Hidden widths of an optional MLP in the head (empty: the authors' single linear layer).
+    pub hidden: Vec<usize>,
+    /// Whether conv layers have a bias (torchvision's vgg*_bn do).
+    pub conv_bias: bool,
+}
+
+impl Default for VggArch {
+    fn default() -> Self {
+        VggArch {
+            layout: "small".into(),
+            width_divisor: 1,
+            num_classes: 10,
+            input_size: 64,
+            dropout: 0.5,
+            hidden: vec![],
+            conv_bias: true,
+        }
+    }
+}
+
+/// One element of a parsed layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayoutItem {
+    /// A 3x3 conv-BN-ReLU with this many output channels (before the divisor).
+    Conv(usize),
+    /// A 2x2 max-pool.
+    Pool,
+}
+
+impl VggArch {
+    /// Parses the layout (resolving presets) into items.
+    pub fn items(&self) -> Result<Vec<LayoutItem>> {
+        let text = preset_layout(&self.layout).unwrap_or(&self.layout);
+        let mut items = Vec::new();
+        for tok in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if tok.eq_ignore_ascii_case("m") {
+                items.push(LayoutItem::Pool);
+            } else {
+                let c: usize = tok.parse().with_context(|| {
+                    format!(
+                        "layout '{}': '{tok}' is neither a channel count nor M",
+                        self.layout
+                    )
+                })?;
+                items.push(LayoutItem::Conv(c));
+            }
+        }
+        Ok(items)
+    }
+
+    /// Checks that the architecture can be built and fed `input_size` images.
+    pub fn validate(&self) -> Result<()> {
+        let items = self.items()?;
+        if self.width_divisor == 0 {
+            bail!("width_divisor must be at least 1");
+        }
+        if self.num_classes == 0 {
+            bail!("num_classes must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!("dropout must be in [0, 1), got {}", self.dropout);
+        }
+        if !matches!(items.first(), Some(LayoutItem::Conv(_))) {
+            bail!("layout '{}' must start with a conv layer", self.layout);
+        }
+        if items.last() != Some(&LayoutItem::Pool) {
+            bail!(
+                "layout '{}' must end with M (the head's pool5)",
+                self.layout
+            );
+        }
+        let pools = items.iter().filter(|i| **i == LayoutItem::Pool).count();
+        if self.input_size >> pools == 0 || self.input_size % (1 << pools) != 0 {
+            bail!(
+                "input size {} is not divisible by 2^{pools} (layout '{}' has {pools} pools)",
+                self.input_size,
+                self.layout
+            );
+        }
+        for item in &items {
+            if let LayoutItem::Conv(c) = item
+                && c / self.width_divisor == 0
+            {
+                bail!(
+                    "width divisor {} leaves a conv layer with no channels",
+                    self.width_divisor
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Channel count of each conv layer after the width divisor.
+    pub fn conv_channels(&self) -> Result<Vec<usize>> {
+        Ok(self
+            .items()?
+            .iter()
+            .filter_map(|i| match i {
+                LayoutItem::Conv(c) => Some(c / self.width_divisor),
+                LayoutItem::Pool => None,
+            })
+            .collect())
+    }
+
+    /// (channels, side) of the attribution layer: the last conv block's output, before pool5.
+    pub fn attribution_shape(&self) -> Result<(usize, usize)> {
+        let items = self.items()?;
+        let pools_before_last = items.iter().filter(|i| **i == LayoutItem::Pool).count() - 1;
+        let c = *self.conv_channels()?.last().context("no conv layer")?;
+        Ok((c, self.input_size >> pools_before_last))
+    }
+
+    /// Builds a freshly initialised network on `device` (burn's initialisers, device-seeded).
+    pub fn init(&self, device: &Device) -> Result<Vgg> {
+        self.validate()?;
+        let items = self.items()?;
+        let mut blocks = Vec::new();
+        let mut in_ch = 3;
+        for (i, item) in items.iter().enumerate() {
+            if let LayoutItem::Conv(c) = item {
+                let out = c / self.width_divisor;
+                // The final pool belongs to the head; other pools follow their block.
+                let pool_after = items.get(i + 1) == Some(&LayoutItem::Pool) && i + 2 < items.len();
+                blocks.push(ConvBlock {
+                    conv: Conv2dConfig::new([in_ch, out], [3, 3])
+                        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                        .with_bias(self.conv_bias)
+                        .init(device),
+                    bn: BatchNormConfig::new(out).init(device),
+                    pool_after,
+                });
+                in_ch = out;
+            }
+        }
+        let (c, side) = self.attribution_shape()?;
+        let mut d_in = c * (side / 2) * (side / 2);
+        let mut hidden = Vec::new();
+        for &h in &self.hidden {
+            hidden.push(LinearConfig::new(d_in, h).init(device));
+            d_in = h;
+        }
+        let classifier = LinearConfig::new(d_in, self.num_classes).init(device);
+        Ok(Vgg {
+            blocks,
+            hidden,
+            classifier,
+            arch: self.clone(),
+        })
+    }
+}
+
+/// A conv3x3 -> BatchNorm -> ReLU block, optionally followed by a 2x2 max-pool.
+#[derive(Module, Debug)]
+pub struct ConvBlock {
+    /// The 3x3 convolution.
+    pub conv: Conv2d,
+    /// Its BatchNorm.
+    pub bn: BatchNorm,
+    /// Whether a 2x2 max-pool follows (false for the last block: pool5 is the head's).
+    pub pool_after: bool,
+}
+
+impl ConvBlock {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = relu(self.bn.forward(self.conv.forward(x)));
+        if self.pool_after { pool2(y) } else { y }
+    }
+}
+
+/// 2x2, stride 2 max-pool.
+pub fn pool2(x: Tensor<4>) -> Tensor<4> {
+    max_pool2d(x, MaxPoolOptions::new([2, 2]))
+}
+
+/// A VGG network: conv blocks (features) and a piecewise-linear head.
+#[derive(Module, Debug)]
+pub struct Vgg {
+    /// Conv blocks in order; the last one's output is the attribution layer.
+    pub blocks: Vec<ConvBlock>,
+    /// Optional hidden linear layers of the head (each followed by ReLU).
+    pub hidden: Vec<Linear>,
+    /// The final linear layer producing logits.
+    pub classifier: Linear,
+    /// The architecture this network was built from.
+    #[module(skip)]
+    pub arch: VggArch,
+}
+
+/// Dropout masks for the head's linear layers, drawn once per step so that the forward pass
+/// and the closed-form Grad-CAM weights see the same mask (as autodiff would).
+#[derive(Clone, Debug)]
+pub struct HeadDropout {
+    /// One (N, d_in) mask per linear layer, already scaled by 1/(1-p); `None` in eval mode.
+    pub masks: Vec<Option<Tensor<2>>>,
+}
+
+impl HeadDropout {
+    /// No dropout (evaluation).
+    pub fn none(layers: usize) -> Self {
+        HeadDropout {
+            masks: vec![None; layers],
+        }
+    }
+}
+
+impl Vgg {
+    /// The attribution-layer activation A (N, C, h, w): last conv block output before pool5.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
+        self.blocks.iter().fold(x, |x, b| b.forward(x))
+    }
+
+    /// Number of linear layers in the head.
+    pub fn head_layers(&self) -> usize {
+        self.hidden.len() + 1
+    }
+
+    /// Head without dropout: pool5 -> flatten (channel-major) -> [linear -> ReLU]* -> linear.
+    pub fn head(&self, a: Tensor<4>) -> Tensor<2> {
+        self.head_with_dropout(a, &HeadDropout::none(self.head_layers()))
+    }
+
+    /// Head with explicit dropout masks (see [`HeadDropout`]).
+    pub fn head_with_dropout(&self, a: Tensor<4>, drop: &HeadDropout) -> Tensor<2> {
+        let mut z: Tensor<2> = pool2(a).flatten(1, 3);
+        for (i, lin) in self.hidden.iter().enumerate() {
+            z = relu(lin.forward(apply_mask(z, &drop.masks[i])));
+        }
+        self.classifier
+            .forward(apply_mask(z, &drop.masks[self.hidden.len()]))
+    }
+
+    /// Logits without dropout.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.head(self.features(x))
+    }
+
+    /// Input width of each head linear layer (for drawing dropout masks).
+    pub fn head_input_widths(&self) -> Vec<usize> {
+        let first = self.classifier.weight.dims()[0];
+        let mut widths: Vec<usize> = self.hidden.iter().map(|l| l.weight.dims()[0]).collect();
+        widths.push(first);
+        widths
+    }
+
+    /// Closed-form d(sum_n logit[n, t_n]) / d pool5 (N, C, h/2, w/2), written with ordinary
+    /// tracked tensor ops so a loss built on it stays differentiable with first-order autodiff.
+    /// `target` is one-hot (N, K). The head is piecewise linear: ReLU masks are constants.
+    pub fn head_grad_pooled(
+        &self,
+        a: Tensor<4>,
+        target: Tensor<2>,
+        drop: &HeadDropout,
+    ) -> Tensor<4> {
+        let [n, c, h, w] = a.dims();
+        let pooled: Tensor<2> = pool2(a).flatten(1, 3);
+        // Forward through hidden layers, remembering each layer's ReLU mask.
+        let mut relu_masks = Vec::new();
+        let mut z = pooled;
+        for (i, lin) in self.hidden.iter().enumerate() {
+            let pre = lin.forward(apply_mask(z, &drop.masks[i]));
+            relu_masks.push(pre.clone().detach().greater_elem(0.0).float());
+            z = relu(pre);
+        }
+        // Backward: dy/dz_in = (dy/dz_out) W^T, times the dropout mask that scaled z_in.
+        let last = self.hidden.len();
+        let mut grad = apply_mask(
+            target.matmul(self.classifier.weight.val().transpose()),
+            &drop.masks[last],
+        );
+        for i in (0..last).rev() {
+            grad = grad * relu_masks[i].clone();
+            grad = apply_mask(
+                grad.matmul(self.hidden[i].weight.val().transpose()),
+                &drop.masks[i],
+            );
+        }
+        grad.reshape([n, c, h / 2, w / 2])
+    }
+
+    /// Closed-form Grad-CAM channel weights U (N, C): the spatial SUM of d logit_t / dA.
+    /// Max-pool routing sends each pooled gradient to exactly one position of A, so the spatial
+    /// sum over A equals the sum over pool5 and routing is not needed for the weights.
+    pub fn gradcam_weights(
+        &self,
+        a: Tensor<4>,
+        target: Tensor<2>,
+        drop: &HeadDropout,
+    ) -> Tensor<2> {
+        let g = self.head_grad_pooled(a, target, drop);
+        g.sum_dims(&[2, 3]).flatten(1, 3)
+    }
+
+    /// The full closed-form d logit_t / dA (N, C, h, w), routing pool5 gradients to the argmax
+    /// of each 2x2 window (first maximum on ties, as PyTorch and burn do).
+    pub fn head_grad(&self, a: Tensor<4>, target: Tensor<2>, drop: &HeadDropout) -> Tensor<4> {
+        let [n, c, h, w] = a.dims();
+        let (h2, w2) = (h / 2, w / 2);
+        let gp = self.head_grad_pooled(a.clone(), target, drop);
+        let (_, idx) = burn::tensor::module::max_pool2d_with_indices(
+            a.clone().detach(),
+            MaxPoolOptions::new([2, 2]),
+        );
+        let up: Tensor<4> = gp
+            .reshape([n, c, h2, 1, w2, 1])
+            .expand([n, c, h2, 2, w2, 2])
+            .reshape([n, c, h, w]);
+        let idx_up: Tensor<4, Int> = idx
+            .reshape([n, c, h2, 1, w2, 1])
+            .expand([n, c, h2, 2, w2, 2])
+            .reshape([n, c, h, w]);
+        let pos: Tensor<4, Int> = Tensor::<1, Int>::arange(0..(h * w) as i64, &a.device())
+            .reshape([1, 1, h, w])
+            .expand([n, c, h, w]);
+        up * pos.equal(idx_up).float()
+    }
+
+    /// Number of scalar parameters.
+    pub fn params(&self) -> usize {
+        self.num_params()
+    }
+
+    /// Multiply-accumulate operations of one forward pass on one image.
+    pub fn macs(&self) -> usize {
+        let mut side = self.arch.input_size;
+        let mut total = 0;
+        for b in &self.blocks {
+            let [o, i, kh, kw] = b.conv.weight.dims();
+            total += o * i * kh * kw * side * side;
+            if b.pool_after {
+                side /= 2;
+            }
+        }
+        total += self
+            .hidden
+            .iter()
+            .map(|l| l.weight.dims()[0] * l.weight.dims()[1])
+            .sum::<usize>();
+        let [i, o] = self.classifier.weight.dims();
+        total + i * o
+    }
+}
+
+fn apply_mask(z: Tensor<2>, mask: &Option<Tensor<2>>) -> Tensor<2> {
+    match mask {
+        Some(m) => z * m.clone(),
+        None => z,
+    }
+}

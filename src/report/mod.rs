@@ -1,0 +1,196 @@
+//! Results for machines (JSON, CSV) and for people (Markdown tables, heat-map overlays).
+
+pub mod overlay;
+
+use crate::evaluation::{PairScore, Scores};
+use crate::metrics::mean_std;
+use crate::util::write_atomic;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// One evaluated network: the unit of `results.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ResultRow {
+    /// Network description, e.g. `small/1` (layout / width divisor).
+    pub network: String,
+    /// Compression method (`none` for the teacher, `kd`, ...).
+    pub compression: String,
+    /// Matching regularizer (`none`, `ewa`, `swa`, `sswa`; `-` for the teacher).
+    pub regularizer: String,
+    /// Seed of the run.
+    pub seed: u64,
+    /// Trainable parameters.
+    pub params: usize,
+    /// Multiply-accumulates per image.
+    pub macs: usize,
+    /// mAP in %.
+    pub map: f64,
+    /// Sample-averaged F1 in %.
+    pub f1: f64,
+    /// Attribution ROC-AUC vs masks in %.
+    pub auc: f64,
+    /// Pointing-game accuracy in %.
+    pub point_acc: f64,
+    /// Cosine similarity to the teacher's maps.
+    pub cos: f64,
+    /// Normalised l2 distance to the teacher's maps.
+    pub l2: f64,
+    /// Pairs the attribution metrics average over.
+    pub pairs: usize,
+    /// Wall time of this network's training stage in seconds (0 when loaded from a checkpoint).
+    pub train_seconds: f64,
+}
+
+impl ResultRow {
+    /// A row from evaluation scores.
+    pub fn new(network: &str, compression: &str, regularizer: &str, seed: u64, s: &Scores) -> Self {
+        ResultRow {
+            network: network.into(),
+            compression: compression.into(),
+            regularizer: regularizer.into(),
+            seed,
+            params: 0,
+            macs: 0,
+            map: s.map,
+            f1: s.f1,
+            auc: s.auc,
+            point_acc: s.point_acc,
+            cos: s.cos,
+            l2: s.l2,
+            pairs: s.pairs,
+            train_seconds: 0.0,
+        }
+    }
+
+    fn group_key(&self) -> (String, String, String) {
+        (
+            self.network.clone(),
+            self.compression.clone(),
+            self.regularizer.clone(),
+        )
+    }
+}
+
+/// Writes `results.json` (all rows, one per network and seed) atomically.
+pub fn write_json(rows: &[ResultRow], path: &Path) -> Result<()> {
+    write_atomic(path, serde_json::to_string_pretty(rows)?.as_bytes())
+}
+
+/// Per-pair attribution scores as CSV (network, seed, image, class, auc, hit, cos, l2).
+pub fn pairs_csv(network: &str, seed: u64, pairs: &[PairScore]) -> String {
+    let mut s = String::new();
+    for p in pairs {
+        let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "{network},{seed},{},{},{:.6},{},{},{}",
+            p.image,
+            p.class,
+            p.auc,
+            p.hit as u8,
+            opt(p.cos),
+            opt(p.l2)
+        );
+    }
+    s
+}
+
+/// Header line of [`pairs_csv`].
+pub const PAIRS_CSV_HEADER: &str = "network,seed,image,class,auc,hit,cos,l2\n";
+
+fn fmt_mean_std(values: &[f64], digits: usize) -> String {
+    let (m, s) = mean_std(values);
+    if values.len() < 2 {
+        format!("{m:.digits$}")
+    } else {
+        format!("{m:.digits$} ± {s:.digits$}")
+    }
+}
+
+/// A Markdown table, one line per (network, compression, regularizer), mean ± std over seeds.
+pub fn markdown_table(rows: &[ResultRow]) -> String {
+    let mut groups: Vec<(String, String, String)> = Vec::new();
+    for r in rows {
+        if !groups.contains(&r.group_key()) {
+            groups.push(r.group_key());
+        }
+    }
+    let mut out = String::from(
+        "| network | compression | regularizer | params | MMACs | seeds | mAP | F1 | AUC | point acc | cos | l2 |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for g in groups {
+        let members: Vec<&ResultRow> = rows.iter().filter(|r| r.group_key() == g).collect();
+        let col = |f: fn(&ResultRow) -> f64| members.iter().map(|r| f(r)).collect::<Vec<f64>>();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
+            g.0,
+            g.1,
+            g.2,
+            members[0].params,
+            members[0].macs as f64 / 1e6,
+            members.len(),
+            fmt_mean_std(&col(|r| r.map), 2),
+            fmt_mean_std(&col(|r| r.f1), 2),
+            fmt_mean_std(&col(|r| r.auc), 2),
+            fmt_mean_std(&col(|r| r.point_acc), 2),
+            fmt_mean_std(&col(|r| r.cos), 3),
+            fmt_mean_std(&col(|r| r.l2), 3),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(reg: &str, seed: u64, auc: f64) -> ResultRow {
+        let s = Scores {
+            map: 90.0,
+            f1: 80.0,
+            auc,
+            point_acc: 50.0,
+            cos: 0.5,
+            l2: 0.25,
+            pairs: 3,
+        };
+        ResultRow::new("small/4", "kd", reg, seed, &s)
+    }
+
+    #[test]
+    fn markdown_groups_seeds_and_reports_mean_and_sample_std() {
+        let rows = vec![
+            row("none", 0, 70.0),
+            row("swa", 0, 80.0),
+            row("none", 1, 74.0),
+        ];
+        let md = markdown_table(&rows);
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(lines.len(), 4, "{md}");
+        // none: mean 72, sample std sqrt(8) = 2.83
+        assert!(
+            lines[2].contains("| none |") && lines[2].contains("72.00 ± 2.83"),
+            "{md}"
+        );
+        assert!(
+            lines[3].contains("| swa |") && lines[3].contains("| 80.00 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let dir = std::env::temp_dir().join(format!("faithful-report-{}", std::process::id()));
+        let p = dir.join("results.json");
+        let rows = vec![row("none", 0, 70.0)];
+        write_json(&rows, &p).unwrap();
+        let back: Vec<ResultRow> =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, rows);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

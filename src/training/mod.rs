@@ -1,0 +1,215 @@
+//! Training: the teacher's supervised training and the shared fine-tuning loop in which every
+//! compression method meets every matching regularizer. SGD with momentum and weight decay,
+//! step or cosine schedule, seeded augmentation, atomic per-epoch checkpoints and progress bars.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod finetune;
+pub mod schedule;
+
+pub use batch::{Normalization, make_batch};
+pub use finetune::{FineTuneSpec, MatchConfig, MatchLayer, MatchTarget, fine_tune};
+pub use schedule::Schedule;
+
+use crate::compression::bce_with_logits;
+use crate::data::Dataset;
+use crate::models::{HeadDropout, Vgg};
+use crate::util::derive_seed;
+use anyhow::{Result, bail};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::Rng;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Optimisation settings of one training stage.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Initial learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Random crop (zero padding of `crop_pad` px) and horizontal flip.
+    pub augment: bool,
+    /// Padding for the random crop.
+    pub crop_pad: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 30,
+            batch_size: 64,
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            schedule: Schedule::Cosine,
+            augment: true,
+            crop_pad: 4,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks the settings, naming the stage in errors.
+    pub fn validate(&self, stage: &str) -> Result<()> {
+        if self.batch_size == 0 {
+            bail!("{stage}: batch_size must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            bail!("{stage}: lr must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            bail!("{stage}: momentum must be in [0, 1), got {}", self.momentum);
+        }
+        if self.weight_decay < 0.0 {
+            bail!("{stage}: weight_decay must be >= 0");
+        }
+        self.schedule.validate(stage)
+    }
+
+    /// The SGD optimiser these settings describe.
+    pub fn optimizer(&self) -> ModuleOptimizer {
+        SgdConfig::new()
+            .with_momentum((self.momentum > 0.0).then_some(MomentumConfig {
+                momentum: self.momentum,
+                dampening: 0.0,
+                nesterov: false,
+            }))
+            .with_weight_decay((self.weight_decay > 0.0).then_some(WeightDecayConfig {
+                penalty: self.weight_decay as f32,
+            }))
+            .init()
+    }
+}
+
+/// Shuffled batches of training indices for one epoch; the order depends only on seed and epoch.
+pub fn epoch_batches(n: usize, batch: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, &format!("shuffle-{epoch}")));
+    idx.shuffle(&mut rng);
+    // Drop a last tiny batch: BatchNorm statistics of 1-2 images are noise.
+    idx.chunks(batch)
+        .filter(|c| c.len() >= batch.min(n).div_ceil(2).max(2))
+        .map(|c| c.to_vec())
+        .collect()
+}
+
+/// Draws inverted-dropout masks for a model's head layers (None when p = 0).
+pub fn draw_dropout(
+    model: &Vgg,
+    batch: usize,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> HeadDropout {
+    let p = model.arch.dropout;
+    if p <= 0.0 {
+        return HeadDropout::none(model.head_layers());
+    }
+    let scale = (1.0 / (1.0 - p)) as f32;
+    let masks = model
+        .head_input_widths()
+        .into_iter()
+        .map(|d| {
+            let v: Vec<f32> = (0..batch * d)
+                .map(|_| if rng.random::<f64>() < p { 0.0 } else { scale })
+                .collect();
+            Some(Tensor::<2>::from_data(
+                TensorData::new(v, [batch, d]),
+                device,
+            ))
+        })
+        .collect();
+    HeadDropout { masks }
+}
+
+/// A progress bar with rate and ETA (hidden when stderr is not a terminal).
+pub fn progress(len: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>18} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// Converts a loss tensor to f64, failing with a clear message on NaN or infinity.
+pub fn finite_loss(loss: &Tensor<1>, stage: &str, epoch: usize, step: usize) -> Result<f64> {
+    let v: f64 = loss.clone().into_scalar::<f32>() as f64;
+    if !v.is_finite() {
+        bail!(
+            "{stage}: loss became {v} at epoch {epoch}, step {step}; lower the learning rate or beta"
+        );
+    }
+    Ok(v)
+}
+
+/// Trains a network from scratch on multi-hot labels (the teacher), resuming from a checkpoint
+/// in `dir` if one matches `key`. `model` must live on an autodiff device.
+pub fn train_supervised(
+    model: Vgg,
+    data: &Dataset,
+    norm: &Normalization,
+    cfg: &TrainConfig,
+    seed: u64,
+    dir: &Path,
+    label: &str,
+) -> Result<Vgg> {
+    cfg.validate(label)?;
+    let device = model.devices()[0].clone();
+    let key = checkpoint::stage_key(&(cfg, seed, &model.arch, "supervised"));
+    let (mut model, start) = checkpoint::resume(model, dir, &key, &device)?;
+    let mut optim = cfg.optimizer();
+    let steps_per_epoch = epoch_batches(data.len(), cfg.batch_size, seed, 0).len();
+    let total = steps_per_epoch * cfg.epochs;
+    let bar = progress(total as u64, label);
+    bar.set_position((start * steps_per_epoch) as u64);
+    for epoch in start..cfg.epochs {
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(derive_seed(seed, &format!("{label}-epoch-{epoch}")));
+        let mut sum = 0.0;
+        let batches = epoch_batches(data.len(), cfg.batch_size, seed, epoch);
+        for (step, idx) in batches.iter().enumerate() {
+            let global = epoch * steps_per_epoch + step;
+            let lr = cfg.schedule.lr(cfg.lr, global, total);
+            let (x, y) = make_batch(
+                data,
+                idx,
+                norm,
+                cfg.augment.then_some(cfg.crop_pad),
+                &mut rng,
+                &device,
+            );
+            let drop = draw_dropout(&model, idx.len(), &mut rng, &device);
+            let logits = model.head_with_dropout(model.features(x), &drop);
+            let loss = bce_with_logits(logits, y);
+            sum += finite_loss(&loss, label, epoch, step)?;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+            bar.inc(1);
+        }
+        bar.set_message(format!("loss {:.4}", sum / batches.len().max(1) as f64));
+        checkpoint::save(&model, dir, &key, epoch + 1)?;
+    }
+    bar.finish_and_clear();
+    Ok(model)
+}
