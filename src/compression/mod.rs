@@ -25,9 +25,13 @@ pub fn bce_with_logits(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {
     (softplus(logits.clone()) - logits * targets).mean()
 }
 
-/// Stable `log(1 + exp(x))`.
+/// Stable `log(1 + exp(x))` = `max(x, 0) + log1p(exp(-|x|))`. The sign is taken as a
+/// constant mask with sign(0) = +1, so the gradient is exactly sigmoid(x) everywhere,
+/// including x = 0 (where `abs` and `clamp_min` would give 1 instead of 1/2).
 pub fn softplus<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    x.clone().clamp_min(0.0) + x.abs().neg().exp().log1p()
+    let positive = x.clone().detach().greater_equal_elem(0.0).float();
+    let sign = positive.clone().mul_scalar(2.0).sub_scalar(1.0);
+    x.clone() * positive + (x * sign).neg().exp().log1p()
 }
 
 /// Stable `log sigmoid(x) = -softplus(-x)`.

@@ -193,6 +193,7 @@ pub fn fine_tune(
             &format!("{}-epoch-{epoch}", spec.label),
         ));
         let (mut task_sum, mut match_sum) = (0.0, 0.0);
+        let started = std::time::Instant::now();
         let batches = epoch_batches(data.len(), cfg.batch_size, spec.seed, epoch);
         for (step, idx) in batches.iter().enumerate() {
             let lr = cfg
@@ -234,11 +235,9 @@ pub fn fine_tune(
             bar.inc(1);
         }
         let nb = batches.len().max(1) as f64;
-        bar.set_message(format!(
-            "task {:.4} match {:.4}",
-            task_sum / nb,
-            match_sum / nb
-        ));
+        let rate = data.len() as f64 / started.elapsed().as_secs_f64();
+        let msg = format!("task {:.4} match {:.4}, {rate:.0} img/s", task_sum / nb, match_sum / nb);
+        super::epoch_done(&bar, spec.label, epoch, cfg.epochs, msg);
         checkpoint::save(&model, dir, &key, epoch + 1)?;
     }
     bar.finish_and_clear();

@@ -152,6 +152,16 @@ pub fn progress(len: u64, label: &str) -> ProgressBar {
     bar
 }
 
+/// Reports the end of an epoch: on the bar's message when it is drawn, else as a log line
+/// (so logs of non-interactive runs still show progress).
+pub fn epoch_done(bar: &ProgressBar, label: &str, epoch: usize, epochs: usize, msg: String) {
+    if bar.is_hidden() {
+        eprintln!("{label}: epoch {}/{epochs} {msg}", epoch + 1);
+    } else {
+        bar.set_message(msg);
+    }
+}
+
 /// Converts a loss tensor to f64, failing with a clear message on NaN or infinity.
 pub fn finite_loss(loss: &Tensor<1>, stage: &str, epoch: usize, step: usize) -> Result<f64> {
     let v: f64 = loss.clone().into_scalar::<f32>() as f64;
@@ -187,6 +197,7 @@ pub fn train_supervised(
         let mut rng =
             ChaCha8Rng::seed_from_u64(derive_seed(seed, &format!("{label}-epoch-{epoch}")));
         let mut sum = 0.0;
+        let started = std::time::Instant::now();
         let batches = epoch_batches(data.len(), cfg.batch_size, seed, epoch);
         for (step, idx) in batches.iter().enumerate() {
             let global = epoch * steps_per_epoch + step;
@@ -207,7 +218,12 @@ pub fn train_supervised(
             model = optim.step(lr, model, grads);
             bar.inc(1);
         }
-        bar.set_message(format!("loss {:.4}", sum / batches.len().max(1) as f64));
+        let rate = data.len() as f64 / started.elapsed().as_secs_f64();
+        let msg = format!(
+            "loss {:.4}, {rate:.0} img/s",
+            sum / batches.len().max(1) as f64
+        );
+        epoch_done(&bar, label, epoch, cfg.epochs, msg);
         checkpoint::save(&model, dir, &key, epoch + 1)?;
     }
     bar.finish_and_clear();
