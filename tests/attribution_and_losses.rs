@@ -8,6 +8,7 @@ use faithful::compression::kd::binary_kl;
 use faithful::compression::{bce_with_logits, log_sigmoid};
 use faithful::matching::sswa::Sswa;
 use faithful::matching::{MapDistance, SswaMode, ewa::activation_map};
+use faithful::models::vgg::HeadPool;
 use faithful::models::{HeadDropout, VggArch};
 use faithful::training::draw_dropout;
 use rand::SeedableRng;
@@ -22,7 +23,12 @@ fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 fn small_arch(hidden: Vec<usize>, dropout: f64) -> VggArch {
+    pooled_arch(hidden, dropout, HeadPool::Max2)
+}
+
+fn pooled_arch(hidden: Vec<usize>, dropout: f64, head_pool: HeadPool) -> VggArch {
     VggArch {
+        head_pool,
         layout: "8,M,16,M,16,M".into(),
         num_classes: 5,
         input_size: 32,
@@ -34,10 +40,17 @@ fn small_arch(hidden: Vec<usize>, dropout: f64) -> VggArch {
 
 #[test]
 fn closed_form_gradient_equals_autodiff_with_dropout_and_hidden_layers() {
-    for hidden in [vec![], vec![12]] {
+    for (hidden, pool) in [
+        (vec![], HeadPool::Max2),
+        (vec![12], HeadPool::Max2),
+        (vec![], HeadPool::GlobalMax),
+        (vec![7], HeadPool::GlobalMax),
+    ] {
         let device = Device::flex().autodiff();
         device.seed(3);
-        let net = small_arch(hidden.clone(), 0.5).init(&device).unwrap();
+        let net = pooled_arch(hidden.clone(), 0.5, pool)
+            .init(&device)
+            .unwrap();
         let x = Tensor::<4>::random(
             [6, 3, 32, 32],
             burn::tensor::Distribution::Normal(0.0, 1.0),

@@ -51,6 +51,7 @@ fn fixture_arch() -> VggArch {
         dropout: 0.0,
         hidden: vec![256],
         conv_bias: false,
+        head_pool: faithful::models::vgg::HeadPool::Max2,
     }
 }
 

@@ -262,3 +262,61 @@ fn summarize(map: f64, f1: f64, pairs: &[PairScore]) -> Scores {
         pairs: pairs.len(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset() -> Dataset {
+        // 2 images of 2x2 px, 3 classes. Image 0: classes 0 and 2 labelled, only class 0 has
+        // pixels (class 2 is e.g. fully occluded); image 1: class 1 with one ignored pixel.
+        Dataset {
+            name: "hand".into(),
+            class_names: vec!["a".into(), "b".into(), "c".into()],
+            height: 2,
+            width: 2,
+            images: vec![0.5; 2 * 3 * 4],
+            labels: vec![1, 0, 1, 0, 1, 0],
+            seg: vec![1, 1, 0, 0, 0, 2, 255, 0],
+        }
+    }
+
+    #[test]
+    fn ground_truth_pairs_need_a_label_and_mask_pixels() {
+        assert_eq!(ground_truth_pairs(&dataset()), vec![(0, 0), (1, 1)]);
+    }
+
+    #[test]
+    fn pair_scores_use_the_class_mask_and_skip_ignored_pixels() {
+        let d = dataset();
+        // image 1, class 1: mask = pixel 1; pixel 2 ignored. Map max at pixel 1 -> hit;
+        // kept scores: pos {0.9}, neg {0.1 (px0), 0.2 (px3)} -> AUC 1. The ignored pixel has
+        // the highest value: were it kept as a negative, AUC would drop to 2/3.
+        let map = [0.1, 0.9, 5.0, 0.2];
+        let s = score_pair(&d, 1, 1, &map, None, 0.0).unwrap();
+        assert_eq!(s.auc, 1.0);
+        assert!(s.hit);
+        assert!(s.cos.is_none());
+        let mut reference = MapSet::new();
+        reference.insert((1, 1), map.to_vec());
+        let s = score_pair(&d, 1, 1, &map, Some(&reference), 0.0).unwrap();
+        assert!((s.cos.unwrap() - 1.0).abs() < 1e-12 && s.l2.unwrap().abs() < 1e-12);
+    }
+
+    #[test]
+    fn summary_averages_pairs_in_percent() {
+        let p = |auc: f64, hit: bool| PairScore {
+            image: 0,
+            class: 0,
+            auc,
+            hit,
+            cos: Some(0.5),
+            l2: None,
+        };
+        let s = summarize(0.5, 0.25, &[p(0.8, true), p(0.6, false)]);
+        assert!((s.auc - 70.0).abs() < 1e-9 && (s.point_acc - 50.0).abs() < 1e-9);
+        assert!((s.map - 50.0).abs() < 1e-12 && (s.f1 - 25.0).abs() < 1e-12);
+        assert_eq!(s.cos, 0.5);
+        assert!(s.l2.is_nan(), "no reference: l2 undefined, not zero");
+    }
+}

@@ -18,8 +18,11 @@ pub fn arch_path(weights: &Path) -> PathBuf {
 
 /// Saves a network: `<path>` (safetensors) and `<path minus extension>.arch.json`, both atomic.
 pub fn save_model(model: &Vgg, path: &Path) -> Result<()> {
+    // `valid()` first: burn's BatchNorm running statistics lag one update behind until synced,
+    // and saving the unsynced module would store stale statistics.
+    let synced = model.valid();
     let mut store = SafetensorsStore::from_bytes(None);
-    model
+    synced
         .save_into(&mut store)
         .map_err(|e| anyhow::anyhow!("cannot serialise model for {}: {e}", path.display()))?;
     let bytes = store

@@ -43,6 +43,20 @@ pub struct VggArch {
     pub hidden: Vec<usize>,
     /// Whether conv layers have a bias (torchvision's vgg*_bn do).
     pub conv_bias: bool,
+    /// The head's pool (pool5).
+    pub head_pool: HeadPool,
+}
+
+/// The pool between the attribution layer and the head's linear layers. Both are max-pools, so
+/// the head stays piecewise linear and the closed-form Grad-CAM applies.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadPool {
+    /// 2x2 max-pool, then flatten (VGG's pool5; the authors' head).
+    Max2,
+    /// Global max-pool over the whole map: a translation-invariant head that learns from far
+    /// fewer images (useful on small CPU-sized datasets).
+    GlobalMax,
 }
 
 impl Default for VggArch {
@@ -55,6 +69,7 @@ impl Default for VggArch {
             dropout: 0.5,
             hidden: vec![],
             conv_bias: true,
+            head_pool: HeadPool::Max2,
         }
     }
 }
@@ -151,6 +166,14 @@ impl VggArch {
         Ok((c, self.input_size >> pools_before_last))
     }
 
+    /// Kernel (= stride) of the head's max-pool for an attribution map of side `side`.
+    pub fn head_pool_kernel(&self, side: usize) -> usize {
+        match self.head_pool {
+            HeadPool::Max2 => 2,
+            HeadPool::GlobalMax => side,
+        }
+    }
+
     /// Builds a freshly initialised network on `device` (burn's initialisers, device-seeded).
     pub fn init(&self, device: &Device) -> Result<Vgg> {
         self.validate()?;
@@ -174,7 +197,8 @@ impl VggArch {
             }
         }
         let (c, side) = self.attribution_shape()?;
-        let mut d_in = c * (side / 2) * (side / 2);
+        let pooled = side / self.head_pool_kernel(side);
+        let mut d_in = c * pooled * pooled;
         let mut hidden = Vec::new();
         for &h in &self.hidden {
             hidden.push(LinearConfig::new(d_in, h).init(device));
@@ -250,6 +274,12 @@ impl Vgg {
         self.blocks.iter().fold(x, |x, b| b.forward(x))
     }
 
+    /// The head's pool (see [`HeadPool`]).
+    pub fn head_pool(&self, a: Tensor<4>) -> Tensor<4> {
+        let k = self.arch.head_pool_kernel(a.dims()[2]);
+        max_pool2d(a, MaxPoolOptions::new([k, k]))
+    }
+
     /// Number of linear layers in the head.
     pub fn head_layers(&self) -> usize {
         self.hidden.len() + 1
@@ -262,7 +292,7 @@ impl Vgg {
 
     /// Head with explicit dropout masks (see [`HeadDropout`]).
     pub fn head_with_dropout(&self, a: Tensor<4>, drop: &HeadDropout) -> Tensor<2> {
-        let mut z: Tensor<2> = pool2(a).flatten(1, 3);
+        let mut z: Tensor<2> = self.head_pool(a).flatten(1, 3);
         for (i, lin) in self.hidden.iter().enumerate() {
             z = relu(lin.forward(apply_mask(z, &drop.masks[i])));
         }
@@ -293,7 +323,8 @@ impl Vgg {
         drop: &HeadDropout,
     ) -> Tensor<4> {
         let [n, c, h, w] = a.dims();
-        let pooled: Tensor<2> = pool2(a).flatten(1, 3);
+        let k = self.arch.head_pool_kernel(h);
+        let pooled: Tensor<2> = self.head_pool(a).flatten(1, 3);
         // Forward through hidden layers, remembering each layer's ReLU mask.
         let mut relu_masks = Vec::new();
         let mut z = pooled;
@@ -315,7 +346,7 @@ impl Vgg {
                 &drop.masks[i],
             );
         }
-        grad.reshape([n, c, h / 2, w / 2])
+        grad.reshape([n, c, h / k, w / k])
     }
 
     /// Closed-form Grad-CAM channel weights U (N, C): the spatial SUM of d logit_t / dA.
@@ -335,19 +366,20 @@ impl Vgg {
     /// of each 2x2 window (first maximum on ties, as PyTorch and burn do).
     pub fn head_grad(&self, a: Tensor<4>, target: Tensor<2>, drop: &HeadDropout) -> Tensor<4> {
         let [n, c, h, w] = a.dims();
-        let (h2, w2) = (h / 2, w / 2);
+        let k = self.arch.head_pool_kernel(h);
+        let (h2, w2) = (h / k, w / k);
         let gp = self.head_grad_pooled(a.clone(), target, drop);
         let (_, idx) = burn::tensor::module::max_pool2d_with_indices(
             a.clone().detach(),
-            MaxPoolOptions::new([2, 2]),
+            MaxPoolOptions::new([k, k]),
         );
         let up: Tensor<4> = gp
             .reshape([n, c, h2, 1, w2, 1])
-            .expand([n, c, h2, 2, w2, 2])
+            .expand([n, c, h2, k, w2, k])
             .reshape([n, c, h, w]);
         let idx_up: Tensor<4, Int> = idx
             .reshape([n, c, h2, 1, w2, 1])
-            .expand([n, c, h2, 2, w2, 2])
+            .expand([n, c, h2, k, w2, k])
             .reshape([n, c, h, w]);
         let pos: Tensor<4, Int> = Tensor::<1, Int>::arange(0..(h * w) as i64, &a.device())
             .reshape([1, 1, h, w])
@@ -355,9 +387,22 @@ impl Vgg {
         up * pos.equal(idx_up).float()
     }
 
-    /// Number of scalar parameters.
+    /// Number of trainable scalars (as PyTorch's `parameters()`: BatchNorm running statistics
+    /// are buffers and not counted).
     pub fn params(&self) -> usize {
-        self.num_params()
+        let linear = |l: &Linear| {
+            l.weight.val().shape().num_elements() + l.bias.as_ref().map_or(0, |b| b.val().dims()[0])
+        };
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                b.conv.weight.val().shape().num_elements()
+                    + b.conv.bias.as_ref().map_or(0, |x| x.val().dims()[0])
+                    + 2 * b.bn.gamma.val().dims()[0]
+            })
+            .sum();
+        blocks + self.hidden.iter().map(linear).sum::<usize>() + linear(&self.classifier)
     }
 
     /// Multiply-accumulate operations of one forward pass on one image.
@@ -385,5 +430,53 @@ fn apply_mask(z: Tensor<2>, mask: &Option<Tensor<2>>) -> Tensor<2> {
     match mask {
         Some(m) => z * m.clone(),
         None => z,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arch(layout: &str, divisor: usize) -> VggArch {
+        VggArch {
+            layout: layout.into(),
+            width_divisor: divisor,
+            num_classes: 3,
+            input_size: 8,
+            ..VggArch::default()
+        }
+    }
+
+    #[test]
+    fn params_and_macs_match_hand_counts() {
+        // conv 3->4 (3x3, bias) at 8x8, pool -> 4x4, conv 4->8 at 4x4, pool5 -> 2x2, linear 32->3
+        let net = arch("4,M,8,M", 1).init(&Device::flex()).unwrap();
+        let conv1 = 4 * 3 * 9 + 4 + 2 * 4; // weights, bias, BN gamma+beta
+        let conv2 = 8 * 4 * 9 + 8 + 2 * 8;
+        let head = 8 * 2 * 2 * 3 + 3;
+        assert_eq!(net.params(), conv1 + conv2 + head);
+        let macs = 4 * 3 * 9 * 64 + 8 * 4 * 9 * 16 + 32 * 3;
+        assert_eq!(net.macs(), macs);
+        assert_eq!(arch("4,M,8,M", 1).attribution_shape().unwrap(), (8, 4));
+    }
+
+    #[test]
+    fn width_divisor_divides_every_conv_layer() {
+        assert_eq!(arch("vgg16", 8).conv_channels().unwrap()[..3], [8, 8, 16]);
+        assert_eq!(
+            arch("small", 4).conv_channels().unwrap(),
+            vec![4, 8, 16, 32, 32]
+        );
+    }
+
+    #[test]
+    fn bad_layouts_are_rejected_with_a_reason() {
+        let e = |a: VggArch| format!("{:#}", a.validate().unwrap_err());
+        assert!(e(arch("4,M,x,M", 1)).contains("'x'"));
+        assert!(e(arch("4,M,8", 1)).contains("must end with M"));
+        assert!(e(arch("4,M,8,M", 8)).contains("no channels"));
+        let mut a = arch("4,M,8,M,8,M,8,M", 1);
+        a.input_size = 12;
+        assert!(e(a).contains("not divisible"));
     }
 }

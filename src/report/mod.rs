@@ -30,17 +30,27 @@ pub struct ResultRow {
     /// Sample-averaged F1 in %.
     pub f1: f64,
     /// Attribution ROC-AUC vs masks in %.
+    #[serde(deserialize_with = "nan_if_null")]
     pub auc: f64,
     /// Pointing-game accuracy in %.
+    #[serde(deserialize_with = "nan_if_null")]
     pub point_acc: f64,
     /// Cosine similarity to the teacher's maps.
+    #[serde(deserialize_with = "nan_if_null")]
     pub cos: f64,
     /// Normalised l2 distance to the teacher's maps.
+    #[serde(deserialize_with = "nan_if_null")]
     pub l2: f64,
     /// Pairs the attribution metrics average over.
     pub pairs: usize,
     /// Wall time of this network's training stage in seconds (0 when loaded from a checkpoint).
     pub train_seconds: f64,
+}
+
+/// Attribution metrics are undefined (NaN, written as JSON `null`) when a network predicts
+/// no ground-truth class correctly; this reads `null` back as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 impl ResultRow {

@@ -9,7 +9,7 @@ use crate::attribution::one_hot;
 use crate::compression::Compression;
 use crate::data::Dataset;
 use crate::matching::{MapDistance, MatchInputs, Regularizer, SswaMode};
-use crate::models::vgg::pool2;
+use crate::models::vgg::HeadPool;
 use crate::models::{HeadDropout, Vgg};
 use crate::util::derive_seed;
 use anyhow::{Result, bail};
@@ -170,6 +170,14 @@ pub fn fine_tune(
             tt.1
         );
     }
+    if spec.matching.layer == MatchLayer::Pool5
+        && (student.arch.head_pool != HeadPool::Max2 || teacher.arch.head_pool != HeadPool::Max2)
+    {
+        bail!(
+            "{}: matching at pool5 needs the max2 head pool (a global pool leaves a 1x1 map)",
+            spec.label
+        );
+    }
     let device = student.devices()[0].clone();
     let key = checkpoint::stage_key(&(
         cfg,
@@ -236,7 +244,11 @@ pub fn fine_tune(
         }
         let nb = batches.len().max(1) as f64;
         let rate = data.len() as f64 / started.elapsed().as_secs_f64();
-        let msg = format!("task {:.4} match {:.4}, {rate:.0} img/s", task_sum / nb, match_sum / nb);
+        let msg = format!(
+            "task {:.4} match {:.4}, {rate:.0} img/s",
+            task_sum / nb,
+            match_sum / nb
+        );
         super::epoch_done(&bar, spec.label, epoch, cfg.epochs, msg);
         checkpoint::save(&model, dir, &key, epoch + 1)?;
     }
@@ -279,7 +291,7 @@ fn matching_term(
     };
     let (s_f, t_f) = match spec.matching.layer {
         MatchLayer::LastConv => (s_a, t_a),
-        MatchLayer::Pool5 => (pool2(s_a), pool2(t_a)),
+        MatchLayer::Pool5 => (student.head_pool(s_a), teacher.head_pool(t_a)),
     };
     let inputs = MatchInputs {
         student_features: s_f,
