@@ -106,7 +106,90 @@ pub fn run(cfg: &ExperimentConfig, images: usize, device: &Device) -> Result<Vec
     Ok(rows)
 }
 
-use crate::compression::Compression;
+use crate::attribution::gradcam::cam_from_weights;
+use crate::attribution::one_hot;
+use crate::compression::{Compression, bce_with_logits};
+use crate::models::vgg::HeadPool;
+use crate::models::{HeadDropout, VggArch};
+use burn::optim::GradientsParams;
+
+/// The reference fixture's network (conv 32-64-128-256, pool, fc 256, fc 20) at batch 32 on
+/// 64x64 inputs: median ms of a plain BCE training step and of a step whose loss also contains
+/// the closed-form Grad-CAM (`BCE + 50 mean(cam * mask)`). The PyTorch numbers for the same
+/// network and steps (double backprop) are in `../shared/reference/README.md`.
+pub fn fixture_steps(device: &Device, iterations: usize) -> Result<Vec<BenchRow>> {
+    let ad = device.clone().autodiff();
+    ad.seed(0);
+    let arch = VggArch {
+        layout: "32,M,64,M,128,M,256,M".into(),
+        width_divisor: 1,
+        num_classes: 20,
+        input_size: 64,
+        dropout: 0.0,
+        hidden: vec![256],
+        conv_bias: false,
+        head_pool: HeadPool::Max2,
+    };
+    let mut model = arch.init(&ad)?;
+    let x = Tensor::<4>::random(
+        [32, 3, 64, 64],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &ad,
+    );
+    let y = Tensor::<2>::random([32, 20], burn::tensor::Distribution::Uniform(0.0, 1.0), &ad)
+        .greater_elem(0.5)
+        .float();
+    let mask = Tensor::<3>::random(
+        [32, 8, 8],
+        burn::tensor::Distribution::Uniform(0.0, 1.0),
+        &ad,
+    );
+    let mut optim = TrainConfig {
+        momentum: 0.9,
+        weight_decay: 5e-4,
+        ..TrainConfig::default()
+    }
+    .optimizer();
+    let mut rows = Vec::new();
+    for with_cam in [false, true] {
+        let mut times = Vec::new();
+        for i in 0..iterations + 3 {
+            let t0 = Instant::now();
+            let a = model.features(x.clone());
+            let mut loss = bce_with_logits(model.head(a.clone()), y.clone());
+            if with_cam {
+                let w = model.gradcam_weights(
+                    a.clone(),
+                    one_hot(&[3; 32], 20, &ad),
+                    &HeadDropout::none(2),
+                );
+                loss = loss
+                    + (cam_from_weights(a, w.div_scalar(64.0)) * mask.clone())
+                        .mean()
+                        .mul_scalar(50.0);
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(1e-3, model, grads);
+            let _ = model.classifier.weight.val().into_data(); // wait for the step to finish
+            if i >= 3 {
+                times.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let median = times[times.len() / 2];
+        let stage = if with_cam {
+            "fixture net: Grad-CAM-loss step (closed form)"
+        } else {
+            "fixture net: plain step"
+        };
+        rows.push(BenchRow {
+            stage: stage.into(),
+            images_per_second: 32.0 / median,
+            ms_per_step: 1e3 * median,
+        });
+    }
+    Ok(rows)
+}
 
 fn row(stage: &str, secs: f64, images: usize, steps: usize) -> BenchRow {
     BenchRow {

@@ -176,8 +176,8 @@ fn train_all(
 }
 
 /// One overlay row per chosen test pair: image, then each network's map with the mask outline
-/// and the map's maximum marked. Pairs are the first ones (in test order) that every network
-/// predicts correctly: no cherry-picking.
+/// and the map's maximum marked. Pairs are chosen by correctness alone, never by how the maps
+/// look: no cherry-picking.
 fn draw_overlays(
     cfg: &ExperimentConfig,
     trained: &[Trained],
@@ -198,10 +198,18 @@ fn draw_overlays(
             cfg.eval.batch_size,
         )?);
     }
-    let chosen: Vec<(usize, usize)> = ground_truth_pairs(test)
+    // Pairs the teacher gets right, those that most networks get right first (test order
+    // within ties): the first overlays show networks that are all right, as the paper's figures.
+    let mut candidates: Vec<((usize, usize), usize)> = ground_truth_pairs(test)
         .into_iter()
-        .filter(|&(i, c)| logits.iter().all(|l| l[i * k + c] > 0.0))
+        .filter(|&(i, c)| logits[0][i * k + c] > 0.0)
+        .map(|(i, c)| ((i, c), logits.iter().filter(|l| l[i * k + c] > 0.0).count()))
+        .collect();
+    candidates.sort_by_key(|&(_, right)| std::cmp::Reverse(right));
+    let chosen: Vec<(usize, usize)> = candidates
+        .into_iter()
         .take(cfg.report.overlays)
+        .map(|(p, _)| p)
         .collect();
     if chosen.is_empty() {
         return Ok(());

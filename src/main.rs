@@ -114,7 +114,9 @@ fn main() -> Result<()> {
         }
         Command::Bench { images, config } => {
             let cfg = load_config(&config, false)?;
-            let rows = faithful::bench::run(&cfg, images, &device(cli.backend)?)?;
+            let dev = device(cli.backend)?;
+            let mut rows = faithful::bench::fixture_steps(&dev, 10)?;
+            rows.extend(faithful::bench::run(&cfg, images, &dev)?);
             println!("| stage | images/s | ms/step |\n|---|---:|---:|");
             for r in &rows {
                 println!(

@@ -18,7 +18,7 @@ use crate::util::derive_seed;
 use anyhow::{Result, bail};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
@@ -48,6 +48,18 @@ pub struct TrainConfig {
     pub augment: bool,
     /// Padding for the random crop.
     pub crop_pad: usize,
+    /// The optimiser.
+    pub optimizer: OptimizerKind,
+}
+
+/// Which optimiser a stage uses.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// SGD with momentum and L2 weight decay (the paper's).
+    Sgd,
+    /// AdamW (decoupled weight decay); `momentum` is its beta1.
+    Adamw,
 }
 
 impl Default for TrainConfig {
@@ -61,6 +73,7 @@ impl Default for TrainConfig {
             schedule: Schedule::Cosine,
             augment: true,
             crop_pad: 4,
+            optimizer: OptimizerKind::Sgd,
         }
     }
 }
@@ -85,6 +98,12 @@ impl TrainConfig {
 
     /// The SGD optimiser these settings describe.
     pub fn optimizer(&self) -> ModuleOptimizer {
+        if self.optimizer == OptimizerKind::Adamw {
+            return AdamWConfig::new()
+                .with_beta_1(self.momentum as f32)
+                .with_weight_decay(self.weight_decay as f32)
+                .init();
+        }
         SgdConfig::new()
             .with_momentum((self.momentum > 0.0).then_some(MomentumConfig {
                 momentum: self.momentum,
