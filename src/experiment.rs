@@ -11,7 +11,7 @@ use crate::evaluation::{self, MapSet, PairScore, ground_truth_pairs};
 use crate::matching;
 use crate::models::{Vgg, save_model};
 use crate::report::{self, ResultRow, overlay};
-use crate::training::{self, FineTuneSpec, Normalization};
+use crate::training::{self, FineTuneSpec, Normalization, StudentRun};
 use crate::util::{derive_seed, write_atomic};
 use anyhow::{Context, Result};
 use burn::prelude::*;
@@ -139,13 +139,18 @@ fn train_all(
         model: teacher.clone(),
         seconds: start.elapsed().as_secs_f64(),
     }];
-    for reg_name in &cfg.regularizers {
-        let start = Instant::now();
-        let reg = matching::by_name(reg_name, cfg.matching.sswa_mode, cfg.matching.drop)?;
+    let regs = cfg
+        .regularizers
+        .iter()
+        .map(|r| matching::by_name(r, cfg.matching.sswa_mode, cfg.matching.drop))
+        .collect::<Result<Vec<_>>>()?;
+    let stages: Vec<String> = cfg.regularizers.iter().map(|r| format!("kd-{r}")).collect();
+    let start = Instant::now();
+    let mut runs = Vec::new();
+    for ((reg_name, reg), stage) in cfg.regularizers.iter().zip(&regs).zip(&stages) {
         // The same initial student for every regularizer: the comparison is paired.
         ad.seed(derive_seed(seed, "student-init"));
-        let student = cfg.kd.make_student(&teacher, &ad)?;
-        let stage = format!("kd-{reg_name}");
+        let model = cfg.kd.make_student(&teacher, &ad)?;
         let spec = FineTuneSpec {
             compression: &cfg.kd,
             regularizer: reg.as_ref(),
@@ -153,23 +158,21 @@ fn train_all(
             matching: &cfg.matching,
             train: &cfg.student_train,
             seed: derive_seed(seed, "student"),
-            label: &stage,
+            label: stage,
         };
-        let student = training::fine_tune(
-            student,
-            &teacher,
-            &splits.train,
-            norm,
-            &spec,
-            &dir.join(&stage),
-        )?;
-        save_model(&student, &dir.join(&stage).join("model.safetensors"))?;
+        runs.push(StudentRun { model, spec, dir: dir.join(stage) });
+    }
+    let students = training::fine_tune_lockstep(runs, &teacher, &splits.train, norm)?;
+    // Students train together; each is charged an equal share of the wall time.
+    let share = start.elapsed().as_secs_f64() / students.len().max(1) as f64;
+    for ((student, reg_name), stage) in students.into_iter().zip(&cfg.regularizers).zip(&stages) {
+        save_model(&student, &dir.join(stage).join("model.safetensors"))?;
         let student = student.valid();
         trained.push(Trained {
             name: network_name(&student),
             regularizer: reg_name.clone(),
             model: student,
-            seconds: start.elapsed().as_secs_f64(),
+            seconds: share,
         });
     }
     Ok(trained)

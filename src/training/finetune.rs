@@ -146,6 +146,16 @@ pub struct FineTuneSpec<'a> {
     pub label: &'a str,
 }
 
+/// One student of a lockstep fine-tuning run.
+pub struct StudentRun<'a> {
+    /// The student, on an autodiff device.
+    pub model: Vgg,
+    /// Its loss and settings.
+    pub spec: FineTuneSpec<'a>,
+    /// Its stage folder (checkpoints).
+    pub dir: std::path::PathBuf,
+}
+
 /// Fine-tunes `student` (autodiff device) against `teacher` (plain device, evaluation mode).
 /// Resumes from a checkpoint in `dir` when one matches these settings.
 pub fn fine_tune(
@@ -156,8 +166,16 @@ pub fn fine_tune(
     spec: &FineTuneSpec,
     dir: &Path,
 ) -> Result<Vgg> {
-    let cfg = spec.train;
-    cfg.validate(spec.label)?;
+    let run = StudentRun {
+        model: student,
+        spec: FineTuneSpec { ..*spec },
+        dir: dir.to_path_buf(),
+    };
+    Ok(fine_tune_lockstep(vec![run], teacher, data, norm)?.remove(0))
+}
+
+fn check_compatible(student: &Vgg, teacher: &Vgg, spec: &FineTuneSpec) -> Result<()> {
+    spec.train.validate(spec.label)?;
     let (st, tt) = (
         student.arch.attribution_shape()?,
         teacher.arch.attribution_shape()?,
@@ -178,82 +196,189 @@ pub fn fine_tune(
             spec.label
         );
     }
-    let device = student.devices()[0].clone();
-    let key = checkpoint::stage_key(&(
-        cfg,
-        spec.seed,
-        &student.arch,
-        spec.compression.name(),
-        spec.regularizer.name(),
-        spec.beta,
-        spec.matching,
-    ));
-    let (mut model, start) = checkpoint::resume(student, dir, &key, &device)?;
-    let mut optim = cfg.optimizer();
-    let steps_per_epoch = epoch_batches(data.len(), cfg.batch_size, spec.seed, 0).len();
-    let total = steps_per_epoch * cfg.epochs;
-    let bar = progress(total as u64, spec.label);
-    bar.set_position((start * steps_per_epoch) as u64);
+    Ok(())
+}
+
+/// Fine-tunes several students in lockstep: every student sees the same batches with the same
+/// augmentation (a paired comparison), and the teacher runs once per batch for all of them.
+/// All students share the first one's training settings and seed. Each student checkpoints
+/// into its own folder after every epoch and resumes from it.
+pub fn fine_tune_lockstep(
+    runs: Vec<StudentRun>,
+    teacher: &Vgg,
+    data: &Dataset,
+    norm: &Normalization,
+) -> Result<Vec<Vgg>> {
+    let Some(first) = runs.first() else {
+        return Ok(Vec::new());
+    };
+    let (cfg, seed) = (first.spec.train, first.spec.seed);
+    let device = first.model.devices()[0].clone();
     let k = teacher.arch.num_classes;
-    for epoch in start..cfg.epochs {
-        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(
-            spec.seed,
-            &format!("{}-epoch-{epoch}", spec.label),
+    let mut states = Vec::new();
+    for run in runs {
+        check_compatible(&run.model, teacher, &run.spec)?;
+        if run.spec.train != cfg || run.spec.seed != seed {
+            bail!(
+                "{}: lockstep students must share training settings and seed",
+                run.spec.label
+            );
+        }
+        let key = checkpoint::stage_key(&(
+            cfg,
+            seed,
+            &run.model.arch,
+            run.spec.compression.name(),
+            run.spec.regularizer.name(),
+            run.spec.beta,
+            run.spec.matching,
         ));
-        let (mut task_sum, mut match_sum) = (0.0, 0.0);
+        let (model, done) = checkpoint::resume(run.model, &run.dir, &key, &device)?;
+        states.push(State {
+            model,
+            done,
+            key,
+            optim: cfg.optimizer(),
+            spec: run.spec,
+            dir: run.dir,
+            sums: (0.0, 0.0),
+        });
+    }
+    let steps_per_epoch = epoch_batches(data.len(), cfg.batch_size, seed, 0).len();
+    let total = steps_per_epoch * cfg.epochs;
+    let start = states.iter().map(|s| s.done).min().unwrap_or(0);
+    let label = if states.len() == 1 {
+        states[0].spec.label.to_string()
+    } else {
+        "students".to_string()
+    };
+    let bar = progress(total as u64, &label);
+    bar.set_position((start * steps_per_epoch) as u64);
+    for epoch in start..cfg.epochs {
+        let mut data_rng =
+            ChaCha8Rng::seed_from_u64(derive_seed(seed, &format!("data-epoch-{epoch}")));
+        let mut rngs: Vec<ChaCha8Rng> = states
+            .iter()
+            .map(|s| {
+                ChaCha8Rng::seed_from_u64(derive_seed(
+                    seed,
+                    &format!("{}-epoch-{epoch}", s.spec.label),
+                ))
+            })
+            .collect();
         let started = std::time::Instant::now();
-        let batches = epoch_batches(data.len(), cfg.batch_size, spec.seed, epoch);
+        let batches = epoch_batches(data.len(), cfg.batch_size, seed, epoch);
         for (step, idx) in batches.iter().enumerate() {
             let lr = cfg
                 .schedule
                 .lr(cfg.lr, epoch * steps_per_epoch + step, total);
-            let (x, y) = make_batch(
-                data,
-                idx,
-                norm,
-                cfg.augment.then_some(cfg.crop_pad),
-                &mut rng,
-                &device,
-            );
-            // Teacher: evaluation mode on the plain device, constants for the student's loss.
+            let aug = cfg.augment.then_some(cfg.crop_pad);
+            let (x, y) = make_batch(data, idx, norm, aug, &mut data_rng, &device);
+            // Teacher: evaluation mode on the plain device, constants for the students' losses.
             let t_feat = teacher.features(x.clone().inner());
             let t_logits = teacher.head(t_feat.clone());
-            let drop = draw_dropout(&model, idx.len(), &mut rng, &device);
-            let s_feat = model.features(x);
-            let s_logits = model.head_with_dropout(s_feat.clone(), &drop);
-            let task = spec.compression.task_loss(s_logits, t_logits.clone(), y);
-            let mut loss = task.clone();
-            if spec.beta > 0.0 {
-                let t_vals: Vec<f32> = t_logits
-                    .to_data()
-                    .try_to_vec::<f32>()
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                let term = matching_term(
-                    &model, teacher, s_feat, t_feat, &t_vals, k, &drop, spec, &mut rng,
-                );
-                if let Some(term) = term {
-                    match_sum += finite_loss(&term, spec.label, epoch, step)?;
-                    loss = loss + term.mul_scalar(spec.beta);
+            let t_vals: Vec<f32> = t_logits
+                .to_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("cannot read teacher logits: {e:?}"))?;
+            let batch = Batch {
+                x: &x,
+                y: &y,
+                t_feat: &t_feat,
+                t_logits: &t_logits,
+                t_vals: &t_vals,
+            };
+            for (st, rng) in states.iter_mut().zip(rngs.iter_mut()) {
+                if st.done > epoch {
+                    continue;
                 }
+                student_step(st, teacher, &batch, k, lr, rng, epoch, step)?;
             }
-            task_sum += finite_loss(&task, spec.label, epoch, step)?;
-            finite_loss(&loss, spec.label, epoch, step)?;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
             bar.inc(1);
         }
         let nb = batches.len().max(1) as f64;
         let rate = data.len() as f64 / started.elapsed().as_secs_f64();
-        let msg = format!(
-            "task {:.4} match {:.4}, {rate:.0} img/s",
-            task_sum / nb,
-            match_sum / nb
-        );
-        super::epoch_done(&bar, spec.label, epoch, cfg.epochs, msg);
-        checkpoint::save(&model, dir, &key, epoch + 1)?;
+        let mut msg = format!("{rate:.0} img/s");
+        for st in states.iter_mut() {
+            if st.done > epoch {
+                continue;
+            }
+            msg.push_str(&format!(
+                "; {} task {:.4} match {:.4}",
+                st.spec.label,
+                st.sums.0 / nb,
+                st.sums.1 / nb
+            ));
+            st.sums = (0.0, 0.0);
+            st.done = epoch + 1;
+            checkpoint::save(&st.model, &st.dir, &st.key, epoch + 1)?;
+        }
+        super::epoch_done(&bar, &label, epoch, cfg.epochs, msg);
     }
     bar.finish_and_clear();
-    Ok(model)
+    Ok(states.into_iter().map(|s| s.model).collect())
+}
+
+struct State<'a> {
+    model: Vgg,
+    done: usize,
+    key: String,
+    optim: burn::optim::ModuleOptimizer,
+    spec: FineTuneSpec<'a>,
+    dir: std::path::PathBuf,
+    sums: (f64, f64),
+}
+
+struct Batch<'b> {
+    x: &'b Tensor<4>,
+    y: &'b Tensor<2>,
+    t_feat: &'b Tensor<4>,
+    t_logits: &'b Tensor<2>,
+    t_vals: &'b [f32],
+}
+
+#[allow(clippy::too_many_arguments)]
+fn student_step(
+    st: &mut State,
+    teacher: &Vgg,
+    b: &Batch,
+    k: usize,
+    lr: f64,
+    rng: &mut ChaCha8Rng,
+    epoch: usize,
+    step: usize,
+) -> Result<()> {
+    let spec = &st.spec;
+    let device = b.x.device();
+    let drop = draw_dropout(&st.model, b.x.dims()[0], rng, &device);
+    let s_feat = st.model.features(b.x.clone());
+    let s_logits = st.model.head_with_dropout(s_feat.clone(), &drop);
+    let task = spec
+        .compression
+        .task_loss(s_logits, b.t_logits.clone(), b.y.clone());
+    let mut loss = task.clone();
+    if spec.beta > 0.0 {
+        let term = matching_term(
+            &st.model,
+            teacher,
+            s_feat,
+            b.t_feat.clone(),
+            b.t_vals,
+            k,
+            &drop,
+            spec,
+            rng,
+        );
+        if let Some(term) = term {
+            st.sums.1 += finite_loss(&term, spec.label, epoch, step)?;
+            loss = loss + term.mul_scalar(spec.beta);
+        }
+    }
+    st.sums.0 += finite_loss(&task, spec.label, epoch, step)?;
+    finite_loss(&loss, spec.label, epoch, step)?;
+    let grads = GradientsParams::from_grads(loss.backward(), &st.model);
+    st.model = st.optim.step(lr, st.model.clone(), grads);
+    Ok(())
 }
 
 /// The un-scaled matching loss of one batch, or None for `none`.

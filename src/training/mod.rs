@@ -8,7 +8,9 @@ pub mod finetune;
 pub mod schedule;
 
 pub use batch::{Normalization, make_batch};
-pub use finetune::{FineTuneSpec, MatchConfig, MatchLayer, MatchTarget, fine_tune};
+pub use finetune::{
+    FineTuneSpec, MatchConfig, MatchLayer, MatchTarget, StudentRun, fine_tune, fine_tune_lockstep,
+};
 pub use schedule::Schedule;
 
 use crate::compression::bce_with_logits;
