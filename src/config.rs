@@ -12,22 +12,13 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Teacher settings.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TeacherConfig {
     /// Architecture (the students derive theirs from it).
     pub arch: VggArch,
     /// Supervised training.
     pub train: TrainConfig,
-}
-
-impl Default for TeacherConfig {
-    fn default() -> Self {
-        TeacherConfig {
-            arch: VggArch::default(),
-            train: TrainConfig::default(),
-        }
-    }
 }
 
 /// Report settings.

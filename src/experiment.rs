@@ -160,7 +160,11 @@ fn train_all(
             seed: derive_seed(seed, "student"),
             label: stage,
         };
-        runs.push(StudentRun { model, spec, dir: dir.join(stage) });
+        runs.push(StudentRun {
+            model,
+            spec,
+            dir: dir.join(stage),
+        });
     }
     let students = training::fine_tune_lockstep(runs, &teacher, &splits.train, norm)?;
     // Students train together; each is charged an equal share of the wall time.

@@ -126,7 +126,7 @@ impl VggArch {
             );
         }
         let pools = items.iter().filter(|i| **i == LayoutItem::Pool).count();
-        if self.input_size >> pools == 0 || self.input_size % (1 << pools) != 0 {
+        if self.input_size >> pools == 0 || !self.input_size.is_multiple_of(1 << pools) {
             bail!(
                 "input size {} is not divisible by 2^{pools} (layout '{}' has {pools} pools)",
                 self.input_size,

@@ -41,7 +41,7 @@ impl Schedule {
             if milestones.iter().any(|m| !(0.0..1.0).contains(m)) {
                 bail!("{stage}: step milestones must be fractions in [0, 1)");
             }
-            if !(*gamma > 0.0) {
+            if gamma.is_nan() || *gamma <= 0.0 {
                 bail!("{stage}: step gamma must be positive");
             }
         }
