@@ -73,15 +73,33 @@ impl Default for ExperimentConfig {
 impl ExperimentConfig {
     /// The default demo: a few minutes on 2 CPU cores.
     pub fn demo() -> Self {
+        let train = TrainConfig {
+            batch_size: 32,
+            lr: 0.05,
+            ..TrainConfig::default()
+        };
         ExperimentConfig {
             seeds: vec![0],
             regularizers: matching::ALL.iter().map(|s| s.to_string()).collect(),
-            data: SyntheticConfig::default(),
-            teacher: TeacherConfig::default(),
+            // Cues half as likely as the object and decoys in 30% of images: a cue-only
+            // classifier is clearly worse than an object classifier, so a well-trained teacher
+            // looks at objects while a weak network still gains from the shortcut.
+            data: SyntheticConfig {
+                cue_prob: 0.5,
+                false_cue_prob: 0.3,
+                ..SyntheticConfig::default()
+            },
+            teacher: TeacherConfig {
+                arch: VggArch::default(),
+                train: TrainConfig {
+                    epochs: 30,
+                    ..train.clone()
+                },
+            },
             kd: Distillation::default(),
             student_train: TrainConfig {
-                lr: 0.05,
-                ..TrainConfig::default()
+                epochs: 20,
+                ..train
             },
             matching: MatchConfig::default(),
             eval: EvalConfig::default(),

@@ -7,7 +7,7 @@ use crate::compression::Compression;
 use crate::config::ExperimentConfig;
 use crate::data::Splits;
 use crate::data::synthetic;
-use crate::evaluation::{self, MapSet, PairScore, ground_truth_pairs};
+use crate::evaluation::{self, MapSet, ground_truth_pairs};
 use crate::matching;
 use crate::models::{Vgg, save_model};
 use crate::report::{self, ResultRow, overlay};
@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// What a finished experiment leaves behind.
+#[derive(Debug)]
 pub struct Outcome {
     /// One row per network and seed.
     pub rows: Vec<ResultRow>,
@@ -300,6 +301,3 @@ fn results_markdown(cfg: &ExperimentConfig, table: &str) -> String {
         cfg.eval.attribution,
     )
 }
-
-/// Unused-pair scores are kept in `pairs.csv`; this re-export keeps the type reachable.
-pub type Pairs = Vec<PairScore>;

@@ -116,3 +116,20 @@ fn models_round_trip_and_corrupt_files_give_errors_naming_the_file() {
     assert!(err.contains("m.arch.json"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error_instead_of_nan_results() {
+    let mut cfg = tiny();
+    cfg.teacher.train.lr = 1e30;
+    cfg.teacher.train.epochs = 3;
+    let dir = out_dir("nan");
+    let err = format!(
+        "{:#}",
+        faithful::experiment::run(&cfg, &dir, &Device::flex()).unwrap_err()
+    );
+    assert!(
+        err.contains("teacher") && err.contains("loss became"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -3,6 +3,8 @@
 //! matching ([`crate::matching`]) is added on top by the shared fine-tuning loop.
 
 pub mod kd;
+pub mod structured;
+pub mod unstructured;
 
 use crate::models::Vgg;
 use anyhow::Result;
@@ -17,6 +19,10 @@ pub trait Compression {
     /// Task loss of one batch: student logits (tracked), teacher logits and multi-hot targets
     /// (constants).
     fn task_loss(&self, student: Tensor<2>, teacher: Tensor<2>, targets: Tensor<2>) -> Tensor<1>;
+    /// Whether fine-tuning must keep the student's zero weights at zero (unstructured pruning).
+    fn keeps_zeros(&self) -> bool {
+        false
+    }
 }
 
 /// Mean multi-label soft-margin loss (binary cross-entropy with logits, averaged over

@@ -7,6 +7,7 @@ use super::{
 };
 use crate::attribution::one_hot;
 use crate::compression::Compression;
+use crate::compression::unstructured::ConvMasks;
 use crate::data::Dataset;
 use crate::matching::{MapDistance, MatchInputs, Regularizer, SswaMode};
 use crate::models::vgg::HeadPool;
@@ -233,6 +234,8 @@ pub fn fine_tune_lockstep(
             run.spec.beta,
             run.spec.matching,
         ));
+        // Masks come from the freshly pruned student, not from a resumed checkpoint.
+        let masks = run.spec.compression.keeps_zeros().then(|| ConvMasks::from_zeros(&run.model));
         let (model, done) = checkpoint::resume(run.model, &run.dir, &key, &device)?;
         states.push(State {
             model,
@@ -242,6 +245,7 @@ pub fn fine_tune_lockstep(
             spec: run.spec,
             dir: run.dir,
             sums: (0.0, 0.0),
+            masks,
         });
     }
     let steps_per_epoch = epoch_batches(data.len(), cfg.batch_size, seed, 0).len();
@@ -327,6 +331,7 @@ struct State<'a> {
     spec: FineTuneSpec<'a>,
     dir: std::path::PathBuf,
     sums: (f64, f64),
+    masks: Option<ConvMasks>,
 }
 
 struct Batch<'b> {
@@ -378,6 +383,10 @@ fn student_step(
     finite_loss(&loss, spec.label, epoch, step)?;
     let grads = GradientsParams::from_grads(loss.backward(), &st.model);
     st.model = st.optim.step(lr, st.model.clone(), grads);
+    if let Some(m) = &st.masks {
+        // Momentum and weight decay move pruned weights off zero; put them back every step.
+        st.model = m.apply(st.model.clone());
+    }
     Ok(())
 }
 
