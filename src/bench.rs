@@ -44,8 +44,7 @@ pub fn run(cfg: &ExperimentConfig, images: usize, device: &Device) -> Result<Vec
     let warm = data.subset(&(0..train.batch_size.min(data.len())).collect::<Vec<_>>());
     let mut rows = Vec::new();
 
-    ad.seed(1);
-    let teacher = cfg.teacher_arch().init(&ad)?;
+    let teacher = cfg.teacher_arch().init(&ad, 1)?;
     let teacher_cfg = TrainConfig {
         epochs: 1,
         ..cfg.teacher.train.clone()
@@ -72,8 +71,7 @@ pub fn run(cfg: &ExperimentConfig, images: usize, device: &Device) -> Result<Vec
     let kd = Distillation { ..cfg.kd.clone() };
     for name in matching::ALL {
         let reg = matching::by_name(name, cfg.matching.sswa_mode, cfg.matching.drop)?;
-        ad.seed(derive_seed(0, "bench-student"));
-        let student = kd.make_student(&teacher, &ad)?;
+        let student = kd.make_student(&teacher, &ad, derive_seed(0, "bench-student"))?;
         let spec = FineTuneSpec {
             compression: &kd,
             regularizer: reg.as_ref(),
@@ -119,7 +117,6 @@ use burn::optim::GradientsParams;
 /// network and steps (double backprop) are in `../shared/reference/README.md`.
 pub fn fixture_steps(device: &Device, iterations: usize) -> Result<Vec<BenchRow>> {
     let ad = device.clone().autodiff();
-    ad.seed(0);
     let arch = VggArch {
         layout: "32,M,64,M,128,M,256,M".into(),
         width_divisor: 1,
@@ -130,7 +127,7 @@ pub fn fixture_steps(device: &Device, iterations: usize) -> Result<Vec<BenchRow>
         conv_bias: false,
         head_pool: HeadPool::Max2,
     };
-    let mut model = arch.init(&ad)?;
+    let mut model = arch.init(&ad, 0)?;
     let x = Tensor::<4>::random(
         [32, 3, 64, 64],
         burn::tensor::Distribution::Normal(0.0, 1.0),

@@ -2,6 +2,8 @@
 //! number can be reproduced from its output folder with `faithful demo --config config.toml`.
 
 use crate::compression::kd::Distillation;
+use crate::compression::structured::FilterPruning;
+use crate::compression::unstructured::MagnitudePruning;
 use crate::data::synthetic::SyntheticConfig;
 use crate::evaluation::EvalConfig;
 use crate::matching;
@@ -10,6 +12,9 @@ use crate::training::{MatchConfig, Schedule, TrainConfig};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+/// Names of the compression methods an experiment can run.
+pub const COMPRESSIONS: &[&str] = &["kd", "unstructured", "structured"];
 
 /// Teacher settings.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -52,8 +57,16 @@ pub struct ExperimentConfig {
     pub data: SyntheticConfig,
     /// The teacher.
     pub teacher: TeacherConfig,
+    /// Compression methods to run: `kd`, `unstructured`, `structured`.
+    pub compressions: Vec<String>,
     /// Distillation settings (student width, temperature, alpha).
     pub kd: Distillation,
+    /// Iterative magnitude pruning settings.
+    pub unstructured: MagnitudePruning,
+    /// L1 filter pruning settings.
+    pub structured: FilterPruning,
+    /// Fine-tuning of pruned networks (each unstructured round, and the structured network).
+    pub prune_train: TrainConfig,
     /// Student fine-tuning.
     pub student_train: TrainConfig,
     /// Attribution matching.
@@ -96,7 +109,15 @@ impl ExperimentConfig {
                     ..train.clone()
                 },
             },
+            compressions: vec!["kd".into()],
             kd: Distillation::default(),
+            unstructured: MagnitudePruning::default(),
+            structured: FilterPruning::default(),
+            prune_train: TrainConfig {
+                epochs: 5,
+                lr: 0.01,
+                ..train.clone()
+            },
             student_train: TrainConfig {
                 epochs: 20,
                 ..train
@@ -143,6 +164,27 @@ impl ExperimentConfig {
         }
         if self.regularizers.is_empty() {
             bail!("regularizers must list at least one of none, ewa, swa, sswa");
+        }
+        for c in &self.compressions {
+            if !COMPRESSIONS.contains(&c.as_str()) {
+                bail!(
+                    "unknown compression '{c}' (known: {})",
+                    COMPRESSIONS.join(", ")
+                );
+            }
+        }
+        if self.compressions.is_empty() {
+            bail!(
+                "compressions must list at least one of {}",
+                COMPRESSIONS.join(", ")
+            );
+        }
+        self.prune_train.validate("prune_train")?;
+        if !(0.0..1.0).contains(&self.unstructured.rate) || self.unstructured.rounds == 0 {
+            bail!("unstructured: rate must be in [0, 1) and rounds at least 1");
+        }
+        if !(0.0..1.0).contains(&self.structured.rate) {
+            bail!("structured: rate must be in [0, 1)");
         }
         for r in &self.regularizers {
             matching::by_name(r, self.matching.sswa_mode, self.matching.drop)?;

@@ -45,6 +45,17 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         seeds: Option<Vec<u64>>,
     },
+    /// Run an experiment grid described by a TOML config (compressions x regularizers x seeds).
+    Experiment {
+        /// The experiment config (see `configs/`).
+        config: PathBuf,
+        /// Output folder (default runs/<config name>); an existing one is resumed.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Seeds to run, overriding the config.
+        #[arg(long, value_delimiter = ',')]
+        seeds: Option<Vec<u64>>,
+    },
     /// Measure training throughput (images/s) for the teacher and each regularizer.
     Bench {
         /// Images per timed epoch.
@@ -82,6 +93,19 @@ fn load_config(path: &Option<PathBuf>, quick: bool) -> Result<ExperimentConfig> 
     }
 }
 
+fn report_outcome(cfg: &ExperimentConfig, out: &std::path::Path, backend: Backend) -> Result<()> {
+    let started = std::time::Instant::now();
+    let outcome = faithful::experiment::run(cfg, out, &device(backend)?)
+        .with_context(|| format!("experiment into {}", out.display()))?;
+    println!("{}", outcome.table);
+    println!(
+        "wrote {} (results.json, results.md, pairs.csv, overlays-*.png, config.toml) in {:.0} s",
+        outcome.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -102,15 +126,19 @@ fn main() -> Result<()> {
                     .unwrap_or(0);
                 PathBuf::from(format!("runs/demo-{stamp}"))
             });
-            let started = std::time::Instant::now();
-            let outcome = faithful::experiment::run(&cfg, &out, &device(cli.backend)?)
-                .with_context(|| format!("demo into {}", out.display()))?;
-            println!("{}", outcome.table);
-            println!(
-                "wrote {} (results.json, results.md, pairs.csv, overlays.png, config.toml) in {:.0} s",
-                outcome.out.display(),
-                started.elapsed().as_secs_f64()
-            );
+            report_outcome(&cfg, &out, cli.backend)?;
+        }
+        Command::Experiment { config, out, seeds } => {
+            let mut cfg = ExperimentConfig::load(&config)?;
+            if let Some(s) = seeds {
+                cfg.seeds = s;
+            }
+            let name = config
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(name));
+            report_outcome(&cfg, &out, cli.backend)?;
         }
         Command::Bench { images, config } => {
             let cfg = load_config(&config, false)?;

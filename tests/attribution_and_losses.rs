@@ -47,9 +47,8 @@ fn closed_form_gradient_equals_autodiff_with_dropout_and_hidden_layers() {
         (vec![7], HeadPool::GlobalMax),
     ] {
         let device = Device::flex().autodiff();
-        device.seed(3);
         let net = pooled_arch(hidden.clone(), 0.5, pool)
-            .init(&device)
+            .init(&device, 3)
             .unwrap();
         let x = Tensor::<4>::random(
             [6, 3, 32, 32],
@@ -83,8 +82,7 @@ fn closed_form_gradient_equals_autodiff_with_dropout_and_hidden_layers() {
 #[test]
 fn autodiff_and_closed_form_gradcam_maps_agree_up_to_the_mean_scale() {
     let device = Device::flex();
-    device.seed(5);
-    let net = small_arch(vec![], 0.5).init(&device).unwrap();
+    let net = small_arch(vec![], 0.5).init(&device, 5).unwrap();
     let x = Tensor::<4>::random(
         [4, 3, 32, 32],
         burn::tensor::Distribution::Normal(0.0, 1.0),
@@ -206,7 +204,7 @@ fn sswa_masks_drop_the_right_number_of_teacher_channels() {
 #[test]
 fn head_dropout_none_changes_nothing() {
     let device = Device::flex();
-    let net = small_arch(vec![6], 0.0).init(&device).unwrap();
+    let net = small_arch(vec![6], 0.0).init(&device, 0).unwrap();
     let x = Tensor::<4>::ones([2, 3, 32, 32], &device);
     let a = net.forward(x.clone());
     let b = net.head_with_dropout(net.features(x), &HeadDropout::none(2));

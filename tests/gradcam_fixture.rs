@@ -56,7 +56,7 @@ fn fixture_arch() -> VggArch {
 }
 
 fn load_net(dir: &std::path::Path, device: &Device) -> Vgg {
-    let model = fixture_arch().init(device).unwrap();
+    let model = fixture_arch().init(device, 0).unwrap();
     let mut renames = vec![
         (r"^fc1\.".to_string(), "hidden.0.".to_string()),
         (r"^fc2\.".into(), "classifier.".into()),

@@ -46,7 +46,7 @@ impl Compression for Distillation {
         "kd"
     }
 
-    fn make_student(&self, teacher: &Vgg, device: &Device) -> Result<Vgg> {
+    fn make_student(&self, teacher: &Vgg, device: &Device, seed: u64) -> Result<Vgg> {
         ensure!(
             self.width_divisor >= 1,
             "kd width_divisor must be at least 1"
@@ -60,7 +60,7 @@ impl Compression for Distillation {
             width_divisor: teacher.arch.width_divisor * self.width_divisor,
             ..teacher.arch.clone()
         };
-        arch.init(device)
+        arch.init(device, seed)
     }
 
     fn task_loss(&self, student: Tensor<2>, teacher: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {

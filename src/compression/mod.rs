@@ -14,8 +14,9 @@ use burn::prelude::*;
 pub trait Compression {
     /// Name used in configs and reports (e.g. `kd`).
     fn name(&self) -> &'static str;
-    /// Builds the (untrained or freshly compressed) student from the teacher.
-    fn make_student(&self, teacher: &Vgg, device: &Device) -> Result<Vgg>;
+    /// Builds the (untrained or freshly compressed) student from `base` (the teacher, or the
+    /// previous round's network); `seed` seeds any fresh weights.
+    fn make_student(&self, base: &Vgg, device: &Device, seed: u64) -> Result<Vgg>;
     /// Task loss of one batch: student logits (tracked), teacher logits and multi-hot targets
     /// (constants).
     fn task_loss(&self, student: Tensor<2>, teacher: Tensor<2>, targets: Tensor<2>) -> Tensor<1>;

@@ -21,11 +21,17 @@ pub struct FilterPruning {
     /// 0-based indices of the conv layers to prune; empty = the authors' choice for VGG16
     /// (conv1_1 and conv4_1..conv5_3: 0, 7..=12), or every conv layer for other layouts.
     pub layers: Vec<usize>,
+    /// Fine-tuning epochs (paper: 60); other settings from `prune_train`.
+    pub epochs: usize,
 }
 
 impl Default for FilterPruning {
     fn default() -> Self {
-        FilterPruning { rate: 0.7, layers: vec![] }
+        FilterPruning {
+            rate: 0.7,
+            layers: vec![],
+            epochs: 8,
+        }
     }
 }
 
@@ -43,7 +49,10 @@ impl FilterPruning {
 }
 
 fn floats(t: Tensor<1>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default()
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
 }
 
 /// Indices (ascending) of the filters kept in a conv weight (out, in, kh, kw): the
@@ -66,10 +75,14 @@ fn index(idx: &[usize], device: &Device) -> Tensor<1, Int> {
 
 /// The physically smaller network keeping `kept[i]` filters of conv layer i.
 pub fn slice_network(model: &Vgg, kept: &[Vec<usize>]) -> Result<Vgg> {
-    ensure!(kept.len() == model.blocks.len(), "one kept-filter list per conv layer expected");
+    ensure!(
+        kept.len() == model.blocks.len(),
+        "one kept-filter list per conv layer expected"
+    );
     let device = model.devices()[0].clone();
     let arch = pruned_arch(&model.arch, kept)?;
-    let mut out = arch.init(&device)?;
+    // every tensor is overwritten below; the seed only keeps the draw deterministic
+    let mut out = arch.init(&device, 0)?;
     let mut prev: Option<Tensor<1, Int>> = None;
     for ((src, dst), keep) in model.blocks.iter().zip(out.blocks.iter_mut()).zip(kept) {
         let idx = index(keep, &device);
@@ -78,7 +91,11 @@ pub fn slice_network(model: &Vgg, kept: &[Vec<usize>]) -> Result<Vgg> {
             w = w.select(1, p.clone());
         }
         dst.conv.weight = Param::from_tensor(w);
-        dst.conv.bias = src.conv.bias.as_ref().map(|b| Param::from_tensor(b.val().select(0, idx.clone())));
+        dst.conv.bias = src
+            .conv
+            .bias
+            .as_ref()
+            .map(|b| Param::from_tensor(b.val().select(0, idx.clone())));
         dst.bn.gamma = Param::from_tensor(src.bn.gamma.val().select(0, idx.clone()));
         dst.bn.beta = Param::from_tensor(src.bn.beta.val().select(0, idx.clone()));
         dst.bn.running_mean = RunningState::new(src.bn.running_mean.value().select(0, idx.clone()));
@@ -90,7 +107,10 @@ pub fn slice_network(model: &Vgg, kept: &[Vec<usize>]) -> Result<Vgg> {
     let pooled = side / model.arch.head_pool_kernel(side);
     let per_channel = pooled * pooled;
     let last = kept.last().map(Vec::as_slice).unwrap_or(&[]);
-    let rows: Vec<usize> = last.iter().flat_map(|&c| (c * per_channel)..((c + 1) * per_channel)).collect();
+    let rows: Vec<usize> = last
+        .iter()
+        .flat_map(|&c| (c * per_channel)..((c + 1) * per_channel))
+        .collect();
     let rows = index(&rows, &device);
     let first_linear = |src: &burn::nn::Linear, dst: &mut burn::nn::Linear| {
         dst.weight = Param::from_tensor(src.weight.val().select(0, rows.clone()));
@@ -119,15 +139,26 @@ fn pruned_arch(arch: &VggArch, kept: &[Vec<usize>]) -> Result<VggArch> {
             LayoutItem::Conv(_) => convs.next().map_or(0, Vec::len).to_string(),
         })
         .collect();
-    Ok(VggArch { layout: tokens.join(","), width_divisor: 1, ..arch.clone() })
+    Ok(VggArch {
+        layout: tokens.join(","),
+        width_divisor: 1,
+        ..arch.clone()
+    })
 }
 
 /// One-shot L1 filter pruning of the selected layers.
 pub fn prune_filters(model: &Vgg, cfg: &FilterPruning) -> Result<Vgg> {
-    ensure!((0.0..1.0).contains(&cfg.rate), "filter pruning rate must be in [0, 1), got {}", cfg.rate);
+    ensure!(
+        (0.0..1.0).contains(&cfg.rate),
+        "filter pruning rate must be in [0, 1), got {}",
+        cfg.rate
+    );
     let convs = model.blocks.len();
     let selected = cfg.selected_layers(convs);
-    ensure!(selected.iter().all(|&i| i < convs), "pruned layer index out of range 0..{convs}");
+    ensure!(
+        selected.iter().all(|&i| i < convs),
+        "pruned layer index out of range 0..{convs}"
+    );
     let kept: Vec<Vec<usize>> = model
         .blocks
         .iter()
@@ -145,7 +176,7 @@ impl Compression for FilterPruning {
         "structured"
     }
 
-    fn make_student(&self, base: &Vgg, device: &Device) -> Result<Vgg> {
+    fn make_student(&self, base: &Vgg, device: &Device, _seed: u64) -> Result<Vgg> {
         Ok(prune_filters(&base.valid(), self)?.fork(device).train())
     }
 

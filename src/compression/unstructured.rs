@@ -31,11 +31,18 @@ pub struct MagnitudePruning {
     pub rounds: usize,
     /// Global or per-layer threshold.
     pub scope: PruneScope,
+    /// Fine-tuning epochs after each round (paper: 30); other settings from `prune_train`.
+    pub epochs_per_round: usize,
 }
 
 impl Default for MagnitudePruning {
     fn default() -> Self {
-        MagnitudePruning { rate: 0.2, rounds: 16, scope: PruneScope::Global }
+        MagnitudePruning {
+            rate: 0.2,
+            rounds: 16,
+            scope: PruneScope::Global,
+            epochs_per_round: 1,
+        }
     }
 }
 
@@ -48,7 +55,15 @@ fn weights_of(model: &Vgg) -> Vec<Vec<f32>> {
     model
         .blocks
         .iter()
-        .map(|b| b.conv.weight.val().into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default())
+        .map(|b| {
+            b.conv
+                .weight
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap_or_default()
+        })
         .collect()
 }
 
@@ -66,14 +81,20 @@ fn threshold(values: &mut [f32], fraction: f64) -> f32 {
 
 /// Prunes conv weights to the given total fraction (weights already zero count as pruned).
 pub fn prune_to(model: Vgg, fraction: f64, scope: PruneScope) -> Result<Vgg> {
-    ensure!((0.0..1.0).contains(&fraction), "pruning fraction must be in [0, 1), got {fraction}");
+    ensure!(
+        (0.0..1.0).contains(&fraction),
+        "pruning fraction must be in [0, 1), got {fraction}"
+    );
     let weights = weights_of(&model);
     let thresholds: Vec<f32> = match scope {
         PruneScope::Global => {
             let mut all: Vec<f32> = weights.iter().flatten().copied().collect();
             vec![threshold(&mut all, fraction); weights.len()]
         }
-        PruneScope::PerLayer => weights.iter().map(|w| threshold(&mut w.clone(), fraction)).collect(),
+        PruneScope::PerLayer => weights
+            .iter()
+            .map(|w| threshold(&mut w.clone(), fraction))
+            .collect(),
     };
     let mut model = model;
     for (block, t) in model.blocks.iter_mut().zip(thresholds) {
@@ -89,7 +110,11 @@ fn mask_param(param: Param<Tensor<4>>, mask: &Tensor<4>) -> Param<Tensor<4>> {
     param.map(|w| {
         let tracked = w.is_require_grad();
         let masked = (w * mask.clone().detach()).detach();
-        if tracked { masked.require_grad() } else { masked }
+        if tracked {
+            masked.require_grad()
+        } else {
+            masked
+        }
     })
 }
 
@@ -143,7 +168,7 @@ impl Compression for PruningRound {
         "unstructured"
     }
 
-    fn make_student(&self, base: &Vgg, device: &Device) -> Result<Vgg> {
+    fn make_student(&self, base: &Vgg, device: &Device, _seed: u64) -> Result<Vgg> {
         prune_to(base.clone().fork(device).train(), self.target, self.scope)
     }
 
@@ -164,8 +189,12 @@ mod tests {
     #[test]
     fn masking_keeps_weights_trainable_and_zeros_exact() {
         let device = Device::flex().autodiff();
-        let arch = VggArch { layout: "4,M,4,M".into(), input_size: 8, ..VggArch::default() };
-        let model = prune_to(arch.init(&device).unwrap(), 0.5, PruneScope::Global).unwrap();
+        let arch = VggArch {
+            layout: "4,M,4,M".into(),
+            input_size: 8,
+            ..VggArch::default()
+        };
+        let model = prune_to(arch.init(&device, 0).unwrap(), 0.5, PruneScope::Global).unwrap();
         let masks = ConvMasks::from_zeros(&model);
         let model = masks.apply(model);
         assert!(model.blocks.iter().all(|b| b.conv.weight.is_require_grad()));

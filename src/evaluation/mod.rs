@@ -81,6 +81,23 @@ fn batch_tensor(data: &Dataset, idx: &[usize], norm: &Normalization, device: &De
     Tensor::from_data(TensorData::new(xs, [idx.len(), 3, h, w]), device)
 }
 
+/// Median wall time in ms of one forward pass on one `side`x`side` image (after 3 warm-ups).
+pub fn latency_ms(model: &Vgg, side: usize, iterations: usize) -> Result<f64> {
+    let device = model.devices()[0].clone();
+    let x = Tensor::<4>::zeros([1, 3, side, side], &device);
+    let mut times = Vec::with_capacity(iterations);
+    for i in 0..iterations + 3 {
+        let t0 = std::time::Instant::now();
+        let y = model.forward(x.clone());
+        to_vec(y.into_data())?; // waits for the result
+        if i >= 3 {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times.get(times.len() / 2).copied().unwrap_or(f64::NAN))
+}
+
 /// Attribution maps at input resolution (bilinear, raw values) for (image, class) pairs.
 pub fn attribution_maps(
     model: &Vgg,

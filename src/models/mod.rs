@@ -44,7 +44,8 @@ pub fn load_model(path: &Path, device: &Device) -> Result<Vgg> {
         .with_context(|| format!("{}: not a valid architecture description", ap.display()))?;
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read weights {}", path.display()))?;
-    let mut model = arch.init(device)?;
+    // every tensor is overwritten by the file; the seed only keeps the draw deterministic
+    let mut model = arch.init(device, 0)?;
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
     let result = model
         .load_from(&mut store)

@@ -174,8 +174,19 @@ impl VggArch {
         }
     }
 
-    /// Builds a freshly initialised network on `device` (burn's initialisers, device-seeded).
-    pub fn init(&self, device: &Device) -> Result<Vgg> {
+    /// Builds a freshly initialised network on `device` with burn's initialisers, seeded.
+    /// burn's random generator is process-wide, so seeding and drawing happen under one lock:
+    /// concurrent initialisations (threads, parallel tests) cannot interleave their draws.
+    pub fn init(&self, device: &Device, seed: u64) -> Result<Vgg> {
+        static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = INIT_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        device.seed(seed);
+        self.init_unlocked(device)
+    }
+
+    fn init_unlocked(&self, device: &Device) -> Result<Vgg> {
         self.validate()?;
         let items = self.items()?;
         let mut blocks = Vec::new();
@@ -450,7 +461,7 @@ mod tests {
     #[test]
     fn params_and_macs_match_hand_counts() {
         // conv 3->4 (3x3, bias) at 8x8, pool -> 4x4, conv 4->8 at 4x4, pool5 -> 2x2, linear 32->3
-        let net = arch("4,M,8,M", 1).init(&Device::flex()).unwrap();
+        let net = arch("4,M,8,M", 1).init(&Device::flex(), 0).unwrap();
         let conv1 = 4 * 3 * 9 + 4 + 2 * 4; // weights, bias, BN gamma+beta
         let conv2 = 8 * 4 * 9 + 8 + 2 * 8;
         let head = 8 * 2 * 2 * 3 + 3;

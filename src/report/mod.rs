@@ -1,6 +1,7 @@
 //! Results for machines (JSON, CSV) and for people (Markdown tables, heat-map overlays).
 
 pub mod overlay;
+pub mod sweep;
 
 use crate::evaluation::{PairScore, Scores};
 use crate::metrics::mean_std;
@@ -45,6 +46,15 @@ pub struct ResultRow {
     pub pairs: usize,
     /// Wall time of this network's training stage in seconds (0 when loaded from a checkpoint).
     pub train_seconds: f64,
+    /// Pruning round (iterative unstructured pruning), 0 otherwise.
+    #[serde(default)]
+    pub round: usize,
+    /// Fraction of conv weights that are exactly zero.
+    #[serde(default)]
+    pub sparsity: f64,
+    /// Median inference latency of one image in ms on the machine that ran the experiment.
+    #[serde(default)]
+    pub latency_ms: f64,
 }
 
 /// Attribution metrics are undefined (NaN, written as JSON `null`) when a network predicts
@@ -71,14 +81,18 @@ impl ResultRow {
             l2: s.l2,
             pairs: s.pairs,
             train_seconds: 0.0,
+            round: 0,
+            sparsity: 0.0,
+            latency_ms: 0.0,
         }
     }
 
-    fn group_key(&self) -> (String, String, String) {
+    fn group_key(&self) -> (String, String, String, usize) {
         (
             self.network.clone(),
             self.compression.clone(),
             self.regularizer.clone(),
+            self.round,
         )
     }
 }
@@ -121,27 +135,30 @@ fn fmt_mean_std(values: &[f64], digits: usize) -> String {
 
 /// A Markdown table, one line per (network, compression, regularizer), mean ± std over seeds.
 pub fn markdown_table(rows: &[ResultRow]) -> String {
-    let mut groups: Vec<(String, String, String)> = Vec::new();
+    let mut groups: Vec<(String, String, String, usize)> = Vec::new();
     for r in rows {
         if !groups.contains(&r.group_key()) {
             groups.push(r.group_key());
         }
     }
     let mut out = String::from(
-        "| network | compression | regularizer | params | MMACs | seeds | mAP | F1 | AUC | point acc | cos | l2 |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| network | compression | regularizer | round | sparsity % | params | MMACs | latency ms | seeds | mAP | F1 | AUC | point acc | cos | l2 |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for g in groups {
         let members: Vec<&ResultRow> = rows.iter().filter(|r| r.group_key() == g).collect();
         let col = |f: fn(&ResultRow) -> f64| members.iter().map(|r| f(r)).collect::<Vec<f64>>();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.1} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} |",
             g.0,
             g.1,
             g.2,
+            g.3,
+            100.0 * members[0].sparsity,
             members[0].params,
             members[0].macs as f64 / 1e6,
+            mean_std(&col(|r| r.latency_ms)).0,
             members.len(),
             fmt_mean_std(&col(|r| r.map), 2),
             fmt_mean_std(&col(|r| r.f1), 2),
@@ -150,6 +167,35 @@ pub fn markdown_table(rows: &[ResultRow]) -> String {
             fmt_mean_std(&col(|r| r.cos), 3),
             fmt_mean_std(&col(|r| r.l2), 3),
         );
+    }
+    out
+}
+
+/// One Markdown section per compression method: the teacher and that method's final networks
+/// (the last round for iterative pruning), plus the per-round table for unstructured pruning.
+pub fn tables_by_compression(rows: &[ResultRow], compressions: &[String]) -> String {
+    let mut out = String::new();
+    for c in compressions {
+        let last = rows
+            .iter()
+            .filter(|r| &r.compression == c)
+            .map(|r| r.round)
+            .max()
+            .unwrap_or(0);
+        let chosen: Vec<ResultRow> = rows
+            .iter()
+            .filter(|r| r.compression == "none" || (&r.compression == c && r.round == last))
+            .cloned()
+            .collect();
+        let _ = write!(out, "## {c}\n\n{}\n", markdown_table(&chosen));
+        if last > 0 {
+            let rounds: Vec<ResultRow> = rows
+                .iter()
+                .filter(|r| &r.compression == c)
+                .cloned()
+                .collect();
+            let _ = write!(out, "### {c}: every round\n\n{}\n", markdown_table(&rounds));
+        }
     }
     out
 }

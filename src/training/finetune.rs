@@ -235,7 +235,11 @@ pub fn fine_tune_lockstep(
             run.spec.matching,
         ));
         // Masks come from the freshly pruned student, not from a resumed checkpoint.
-        let masks = run.spec.compression.keeps_zeros().then(|| ConvMasks::from_zeros(&run.model));
+        let masks = run
+            .spec
+            .compression
+            .keeps_zeros()
+            .then(|| ConvMasks::from_zeros(&run.model));
         let (model, done) = checkpoint::resume(run.model, &run.dir, &key, &device)?;
         states.push(State {
             model,

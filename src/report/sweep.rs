@@ -1,0 +1,126 @@
+//! The pruning sweep (paper Figure 3): metric versus pruning rate per regularizer, from the
+//! per-round evaluations of iterative unstructured pruning, as CSV and PNG.
+
+use super::ResultRow;
+use crate::metrics::mean_std;
+use crate::util::write_atomic;
+use anyhow::{Result, anyhow};
+use plotters::prelude::*;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Line colours of the regularizers, in config order (none, ewa, swa, sswa by default).
+pub const COLORS: [RGBColor; 6] = [
+    RGBColor(120, 120, 120),
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+];
+
+/// The four plotted metrics: name and accessor.
+pub const METRICS: [(&str, fn(&ResultRow) -> f64); 4] = [
+    ("map", |r| r.map),
+    ("auc", |r| r.auc),
+    ("cos", |r| r.cos),
+    ("l2", |r| r.l2),
+];
+
+/// (sparsity %, mean metric) per round for one regularizer, averaged over seeds.
+fn curve(rows: &[ResultRow], reg: &str, metric: fn(&ResultRow) -> f64) -> Vec<(f64, f64)> {
+    let mut rounds: Vec<usize> = rows
+        .iter()
+        .filter(|r| r.compression == "unstructured" && r.regularizer == reg)
+        .map(|r| r.round)
+        .collect();
+    rounds.sort_unstable();
+    rounds.dedup();
+    rounds
+        .into_iter()
+        .map(|round| {
+            let members: Vec<&ResultRow> = rows
+                .iter()
+                .filter(|r| {
+                    r.compression == "unstructured" && r.regularizer == reg && r.round == round
+                })
+                .collect();
+            let x = mean_std(
+                &members
+                    .iter()
+                    .map(|r| 100.0 * r.sparsity)
+                    .collect::<Vec<_>>(),
+            )
+            .0;
+            let y = mean_std(&members.iter().map(|r| metric(r)).collect::<Vec<_>>()).0;
+            (x, y)
+        })
+        .collect()
+}
+
+/// Writes `sweep.csv` (regularizer, round, sparsity and every metric, means over seeds) and
+/// `sweep.png` (four panels left to right: mAP, AUC, cos, l2 against sparsity).
+pub fn write(rows: &[ResultRow], regularizers: &[String], out: &Path) -> Result<()> {
+    let mut csv = String::from("regularizer,sparsity_pct,map,auc,cos,l2\n");
+    for reg in regularizers {
+        let curves: Vec<Vec<(f64, f64)>> =
+            METRICS.iter().map(|(_, f)| curve(rows, reg, *f)).collect();
+        for i in 0..curves[0].len() {
+            let _ = writeln!(
+                csv,
+                "{reg},{:.2},{:.4},{:.4},{:.5},{:.5}",
+                curves[0][i].0, curves[0][i].1, curves[1][i].1, curves[2][i].1, curves[3][i].1
+            );
+        }
+    }
+    write_atomic(&out.join("sweep.csv"), csv.as_bytes())?;
+    let png = out.join("sweep.png");
+    let tmp = out.join(".sweep.png.tmp.png");
+    draw(rows, regularizers, &tmp)?;
+    std::fs::rename(&tmp, &png)
+        .map_err(|e| anyhow!("cannot move {} to {}: {e}", tmp.display(), png.display()))
+}
+
+fn draw(rows: &[ResultRow], regularizers: &[String], path: &Path) -> Result<()> {
+    let root = BitMapBackend::new(path, (1200, 300)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| anyhow!("sweep plot: {e}");
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    for (panel, (_, metric)) in root.split_evenly((1, 4)).iter().zip(METRICS) {
+        let curves: Vec<Vec<(f64, f64)>> = regularizers
+            .iter()
+            .map(|r| curve(rows, r, metric))
+            .collect();
+        let ys = curves
+            .iter()
+            .flatten()
+            .map(|p| p.1)
+            .filter(|v| v.is_finite());
+        let (lo, hi) = ys.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(v), b.max(v)));
+        if lo > hi {
+            continue;
+        }
+        let pad = ((hi - lo) * 0.1).max(1e-6);
+        let mut chart = ChartBuilder::on(panel)
+            .margin(12)
+            .build_cartesian_2d(0f64..100f64, (lo - pad)..(hi + pad))
+            .map_err(|e| err(&e))?;
+        chart
+            .plotting_area()
+            .draw(&Rectangle::new(
+                [(0.0, lo - pad), (100.0, hi + pad)],
+                BLACK.stroke_width(1),
+            ))
+            .map_err(|e| err(&e))?;
+        for (c, pts) in curves.iter().enumerate() {
+            let color = COLORS[c % COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(|e| err(&e))?;
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| err(&e))?;
+        }
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
