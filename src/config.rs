@@ -145,11 +145,19 @@ impl ExperimentConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg: Self =
-            toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
+        let cfg = Self::from_toml(&text).with_context(|| format!("{}: invalid config", path.display()))?;
         cfg.validate()
             .with_context(|| format!("{}: invalid config", path.display()))?;
         Ok(cfg)
+    }
+
+    /// Parses TOML on top of the demo config: every key not given, at any depth, keeps the
+    /// demo's value (so `[teacher.train]` with only `epochs` keeps the demo's batch size).
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let given: toml::Table = toml::from_str(text)?;
+        let mut merged = toml::Table::try_from(Self::demo())?;
+        merge(&mut merged, given);
+        Ok(toml::Value::Table(merged).try_into()?)
     }
 
     /// The config as TOML text.
@@ -218,6 +226,18 @@ impl ExperimentConfig {
     }
 }
 
+/// Deep-merges `over` into `base`: tables merge key by key, anything else is replaced.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +249,17 @@ mod tests {
             let back: ExperimentConfig = toml::from_str(&cfg.to_toml().unwrap()).unwrap();
             assert_eq!(back, cfg);
         }
+    }
+
+    #[test]
+    fn partial_tables_keep_the_demo_values_of_missing_keys() {
+        let cfg = ExperimentConfig::from_toml("[teacher.train]\nepochs = 3\n[data]\nn_train = 10\n").unwrap();
+        let demo = ExperimentConfig::demo();
+        assert_eq!(cfg.teacher.train.epochs, 3);
+        assert_eq!(cfg.teacher.train.batch_size, demo.teacher.train.batch_size);
+        assert_eq!(cfg.data.n_train, 10);
+        assert_eq!(cfg.data.cue_prob, demo.data.cue_prob);
+        assert_eq!(cfg.student_train, demo.student_train);
     }
 
     #[test]

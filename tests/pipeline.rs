@@ -6,26 +6,10 @@ use faithful::models::{load_model, save_model};
 use faithful::report::ResultRow;
 use std::path::PathBuf;
 
+/// The shipped CI grid: every compression x every regularizer on a tiny dataset.
 fn tiny() -> ExperimentConfig {
-    let mut cfg = ExperimentConfig::quick();
-    cfg.data.size = 32;
-    cfg.data.num_classes = 8;
-    cfg.data.n_train = 48;
-    cfg.data.n_val = 4;
-    cfg.data.n_test = 24;
-    cfg.teacher.arch.layout = "tiny".into();
-    cfg.teacher.train.epochs = 2;
-    cfg.teacher.train.batch_size = 16;
-    cfg.student_train.epochs = 1;
-    cfg.student_train.batch_size = 16;
-    cfg.kd.width_divisor = 2;
-    cfg.report.overlays = 2;
-    cfg.report.overlay_scale = 1;
-    cfg.compressions = vec!["kd".into(), "structured".into(), "unstructured".into()];
-    cfg.unstructured.rounds = 2;
-    cfg.prune_train.epochs = 1;
-    cfg.prune_train.batch_size = 16;
-    cfg
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/ci.toml");
+    ExperimentConfig::load(&path).unwrap()
 }
 
 fn out_dir(tag: &str) -> PathBuf {
