@@ -145,7 +145,8 @@ impl ExperimentConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        let cfg = Self::from_toml(&text).with_context(|| format!("{}: invalid config", path.display()))?;
+        let cfg = Self::from_toml(&text)
+            .with_context(|| format!("{}: invalid config", path.display()))?;
         cfg.validate()
             .with_context(|| format!("{}: invalid config", path.display()))?;
         Ok(cfg)
@@ -253,7 +254,9 @@ mod tests {
 
     #[test]
     fn partial_tables_keep_the_demo_values_of_missing_keys() {
-        let cfg = ExperimentConfig::from_toml("[teacher.train]\nepochs = 3\n[data]\nn_train = 10\n").unwrap();
+        let cfg =
+            ExperimentConfig::from_toml("[teacher.train]\nepochs = 3\n[data]\nn_train = 10\n")
+                .unwrap();
         let demo = ExperimentConfig::demo();
         assert_eq!(cfg.teacher.train.epochs, 3);
         assert_eq!(cfg.teacher.train.batch_size, demo.teacher.train.batch_size);

@@ -81,14 +81,39 @@ pub fn write(rows: &[ResultRow], regularizers: &[String], out: &Path) -> Result<
         .map_err(|e| anyhow!("cannot move {} to {}: {e}", tmp.display(), png.display()))
 }
 
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // The font travels inside the binary (the `dejavu` crate): no system fonts needed.
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        );
+    });
+}
+
 fn draw(rows: &[ResultRow], regularizers: &[String], path: &Path) -> Result<()> {
-    let root = BitMapBackend::new(path, (1200, 300)).into_drawing_area();
+    register_font();
+    let root = BitMapBackend::new(path, (1400, 380)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| anyhow!("sweep plot: {e}");
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    for (panel, (_, metric)) in root.split_evenly((1, 4)).iter().zip(METRICS) {
+    let titles = [
+        "mAP (%)",
+        "Grad-CAM AUC (%)",
+        "cosine to teacher",
+        "normalised l2 to teacher",
+    ];
+    for ((panel, (_, metric)), title) in root.split_evenly((1, 4)).iter().zip(METRICS).zip(titles) {
+        // undefined points (no correctly predicted pair) are left out of the plot, not drawn at 0
         let curves: Vec<Vec<(f64, f64)>> = regularizers
             .iter()
-            .map(|r| curve(rows, r, metric))
+            .map(|r| {
+                curve(rows, r, metric)
+                    .into_iter()
+                    .filter(|p| p.1.is_finite())
+                    .collect()
+            })
             .collect();
         let ys = curves
             .iter()
@@ -99,27 +124,41 @@ fn draw(rows: &[ResultRow], regularizers: &[String], path: &Path) -> Result<()> 
         if lo > hi {
             continue;
         }
-        let pad = ((hi - lo) * 0.1).max(1e-6);
+        let pad = ((hi - lo) * 0.1).max(1e-3);
         let mut chart = ChartBuilder::on(panel)
-            .margin(12)
+            .caption(title, ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(50)
             .build_cartesian_2d(0f64..100f64, (lo - pad)..(hi + pad))
             .map_err(|e| err(&e))?;
         chart
-            .plotting_area()
-            .draw(&Rectangle::new(
-                [(0.0, lo - pad), (100.0, hi + pad)],
-                BLACK.stroke_width(1),
-            ))
+            .configure_mesh()
+            .x_desc("pruned conv weights (%)")
+            .x_labels(6)
+            .label_style(("sans-serif", 13))
+            .draw()
             .map_err(|e| err(&e))?;
-        for (c, pts) in curves.iter().enumerate() {
+        for (c, (pts, reg)) in curves.iter().zip(regularizers).enumerate() {
             let color = COLORS[c % COLORS.len()];
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(|e| err(&e))?;
+                .map_err(|e| err(&e))?
+                .label(reg.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(|e| err(&e))?;
         }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
