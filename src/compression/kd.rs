@@ -23,7 +23,7 @@ pub struct Distillation {
 impl Default for Distillation {
     fn default() -> Self {
         Distillation {
-            width_divisor: 4,
+            width_divisor: 8,
             temperature: 4.0,
             alpha: 0.9,
         }

@@ -19,8 +19,11 @@ pub const COLORS: [RGBColor; 6] = [
     RGBColor(255, 127, 14),
 ];
 
+/// Reads one metric of a row.
+pub type Metric = fn(&ResultRow) -> f64;
+
 /// The four plotted metrics: name and accessor.
-pub const METRICS: [(&str, fn(&ResultRow) -> f64); 4] = [
+pub const METRICS: [(&str, Metric); 4] = [
     ("map", |r| r.map),
     ("auc", |r| r.auc),
     ("cos", |r| r.cos),
@@ -58,19 +61,16 @@ fn curve(rows: &[ResultRow], reg: &str, metric: fn(&ResultRow) -> f64) -> Vec<(f
         .collect()
 }
 
-/// Writes `sweep.csv` (regularizer, round, sparsity and every metric, means over seeds) and
+/// Writes `sweep.csv` (regularizer, sparsity and every metric per round, means over seeds) and
 /// `sweep.png` (four panels left to right: mAP, AUC, cos, l2 against sparsity).
 pub fn write(rows: &[ResultRow], regularizers: &[String], out: &Path) -> Result<()> {
     let mut csv = String::from("regularizer,sparsity_pct,map,auc,cos,l2\n");
     for reg in regularizers {
         let curves: Vec<Vec<(f64, f64)>> =
             METRICS.iter().map(|(_, f)| curve(rows, reg, *f)).collect();
-        for i in 0..curves[0].len() {
-            let _ = writeln!(
-                csv,
-                "{reg},{:.2},{:.4},{:.4},{:.5},{:.5}",
-                curves[0][i].0, curves[0][i].1, curves[1][i].1, curves[2][i].1, curves[3][i].1
-            );
+        for (k, &(x, map)) in curves[0].iter().enumerate() {
+            let (auc, cos, l2) = (curves[1][k].1, curves[2][k].1, curves[3][k].1);
+            let _ = writeln!(csv, "{reg},{x:.2},{map:.4},{auc:.4},{cos:.5},{l2:.5}");
         }
     }
     write_atomic(&out.join("sweep.csv"), csv.as_bytes())?;
@@ -162,4 +162,48 @@ fn draw(rows: &[ResultRow], regularizers: &[String], path: &Path) -> Result<()> 
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evaluation::Scores;
+
+    fn row(reg: &str, seed: u64, round: usize, sparsity: f64, map: f64) -> ResultRow {
+        let s = Scores {
+            map,
+            f1: 0.0,
+            auc: 50.0,
+            point_acc: 0.0,
+            cos: 0.5,
+            l2: 0.5,
+            pairs: 1,
+        };
+        let mut r = ResultRow::new("n", "unstructured", reg, seed, &s);
+        r.round = round;
+        r.sparsity = sparsity;
+        r
+    }
+
+    #[test]
+    fn curves_average_seeds_per_round_in_round_order() {
+        let rows = vec![
+            row("swa", 0, 2, 0.36, 70.0),
+            row("swa", 0, 1, 0.20, 90.0),
+            row("swa", 1, 1, 0.20, 80.0),
+            row("none", 0, 1, 0.20, 10.0),
+        ];
+        assert_eq!(
+            curve(&rows, "swa", |r| r.map),
+            vec![(20.0, 85.0), (36.0, 70.0)]
+        );
+        assert_eq!(curve(&rows, "none", |r| r.map), vec![(20.0, 10.0)]);
+        let dir = std::env::temp_dir().join(format!("faithful-sweep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        write(&rows, &["none".into(), "swa".into()], &dir).unwrap();
+        let csv = std::fs::read_to_string(dir.join("sweep.csv")).unwrap();
+        assert!(csv.contains("swa,20.00,85.0000"), "{csv}");
+        assert!(image::open(dir.join("sweep.png")).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -130,6 +130,7 @@ fn select_dropout(drop: &HeadDropout, idx: &Tensor<1, Int>) -> HeadDropout {
 }
 
 /// Everything one fine-tuning stage needs besides the networks and data.
+#[derive(Clone, Copy)]
 pub struct FineTuneSpec<'a> {
     /// Compression method (task loss).
     pub compression: &'a dyn Compression,
@@ -169,7 +170,7 @@ pub fn fine_tune(
 ) -> Result<Vgg> {
     let run = StudentRun {
         model: student,
-        spec: FineTuneSpec { ..*spec },
+        spec: *spec,
         dir: dir.to_path_buf(),
     };
     Ok(fine_tune_lockstep(vec![run], teacher, data, norm)?.remove(0))
@@ -439,4 +440,35 @@ fn matching_term(
     };
     let (ms, mt) = spec.regularizer.maps(&inputs, rng)?;
     Some(spec.matching.distance.loss(ms, mt))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn match_pairs_take_the_top1_or_every_predicted_class() {
+        // sample 0: logits (-1, 2, 0.5) -> top1 1, predicted {1, 2}
+        // sample 1: all negative -> top1 = the largest (-0.1 at class 2); predicted falls back to it
+        let logits = [-1.0, 2.0, 0.5, -3.0, -2.0, -0.1];
+        assert_eq!(
+            match_pairs(&logits, 3, MatchTarget::Top1),
+            vec![(0, 1), (1, 2)]
+        );
+        assert_eq!(
+            match_pairs(&logits, 3, MatchTarget::Predicted),
+            vec![(0, 1), (0, 2), (1, 2)]
+        );
+        // ties go to the first class, as argmax
+        assert_eq!(match_pairs(&[1.0, 1.0], 2, MatchTarget::Top1), vec![(0, 0)]);
+    }
+
+    #[test]
+    fn beta_follows_the_regularizer() {
+        let m = MatchConfig::default();
+        assert_eq!(
+            (m.beta("none"), m.beta("ewa"), m.beta("swa"), m.beta("sswa")),
+            (0.0, 100.0, 50.0, 50.0)
+        );
+    }
 }
