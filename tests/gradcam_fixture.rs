@@ -196,7 +196,10 @@ fn check_param_grads(prefix: &str, detach_alpha: bool) {
             wb.reshape([-1, 1, 1, 1]),
         );
     }
-    eprintln!("{prefix}: worst relative gradient error {:.2e} ({})", worst.0, worst.1);
+    eprintln!(
+        "{prefix}: worst relative gradient error {:.2e} ({})",
+        worst.0, worst.1
+    );
     assert!(
         worst.0 < 1e-3,
         "worst relative gradient error {} at {}",
