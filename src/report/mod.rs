@@ -125,12 +125,22 @@ pub fn pairs_csv(network: &str, seed: u64, pairs: &[PairScore]) -> String {
 pub const PAIRS_CSV_HEADER: &str = "network,seed,image,class,auc,hit,cos,l2\n";
 
 fn fmt_mean_std(values: &[f64], digits: usize) -> String {
-    let (m, s) = mean_std(values);
-    if values.len() < 2 {
+    // Attribution metrics are undefined for a network that predicts no class right: average
+    // the seeds where they are defined and say how many those are.
+    let defined: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if defined.is_empty() {
+        return "n/a".into();
+    }
+    let (m, s) = mean_std(&defined);
+    let mut text = if defined.len() < 2 {
         format!("{m:.digits$}")
     } else {
         format!("{m:.digits$} ± {s:.digits$}")
+    };
+    if defined.len() < values.len() {
+        text.push_str(&format!(" ({}/{} seeds)", defined.len(), values.len()));
     }
+    text
 }
 
 /// A Markdown table, one line per (network, compression, regularizer), mean ± std over seeds.
@@ -236,6 +246,19 @@ mod tests {
             lines[3].contains("| swa |") && lines[3].contains("| 80.00 |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn undefined_metrics_are_left_out_of_the_mean_and_counted() {
+        let rows = vec![
+            row("swa", 0, 70.0),
+            row("swa", 1, f64::NAN),
+            row("swa", 2, 80.0),
+        ];
+        let md = markdown_table(&rows);
+        assert!(md.contains("75.00 ± 7.07 (2/3 seeds)"), "{md}");
+        let md = markdown_table(&[row("swa", 1, f64::NAN)]);
+        assert!(md.contains("n/a"), "{md}");
     }
 
     #[test]
