@@ -107,7 +107,6 @@ pub fn run(cfg: &ExperimentConfig, images: usize, device: &Device) -> Result<Vec
 use crate::attribution::gradcam::cam_from_weights;
 use crate::attribution::one_hot;
 use crate::compression::{Compression, bce_with_logits};
-use crate::models::vgg::HeadPool;
 use crate::models::{HeadDropout, VggArch};
 use burn::optim::GradientsParams;
 
@@ -117,16 +116,7 @@ use burn::optim::GradientsParams;
 /// network and steps (double backprop) are in `../shared/reference/README.md`.
 pub fn fixture_steps(device: &Device, iterations: usize) -> Result<Vec<BenchRow>> {
     let ad = device.clone().autodiff();
-    let arch = VggArch {
-        layout: "32,M,64,M,128,M,256,M".into(),
-        width_divisor: 1,
-        num_classes: 20,
-        input_size: 64,
-        dropout: 0.0,
-        hidden: vec![256],
-        conv_bias: false,
-        head_pool: HeadPool::Max2,
-    };
+    let arch = VggArch::reference_fixture();
     let mut model = arch.init(&ad, 0)?;
     let x = Tensor::<4>::random(
         [32, 3, 64, 64],

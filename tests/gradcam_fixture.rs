@@ -43,16 +43,7 @@ impl Reference {
 }
 
 fn fixture_arch() -> VggArch {
-    VggArch {
-        layout: "32,M,64,M,128,M,256,M".into(),
-        width_divisor: 1,
-        num_classes: 20,
-        input_size: 64,
-        dropout: 0.0,
-        hidden: vec![256],
-        conv_bias: false,
-        head_pool: faithful::models::vgg::HeadPool::Max2,
-    }
+    VggArch::reference_fixture()
 }
 
 fn load_net(dir: &std::path::Path, device: &Device) -> Vgg {

@@ -84,6 +84,21 @@ pub enum LayoutItem {
 }
 
 impl VggArch {
+    /// The network of `../shared/reference/gradcam-loss-fixture` (PyTorch `Net` there): conv
+    /// 32-64-128-256 without bias, 2x2 pools, a 256-unit hidden layer, 20 classes, 64x64 input.
+    pub fn reference_fixture() -> Self {
+        VggArch {
+            layout: "32,M,64,M,128,M,256,M".into(),
+            width_divisor: 1,
+            num_classes: 20,
+            input_size: 64,
+            dropout: 0.0,
+            hidden: vec![256],
+            conv_bias: false,
+            head_pool: HeadPool::Max2,
+        }
+    }
+
     /// Parses the layout (resolving presets) into items.
     pub fn items(&self) -> Result<Vec<LayoutItem>> {
         let text = preset_layout(&self.layout).unwrap_or(&self.layout);
