@@ -1,13 +1,17 @@
 //! Throughput benchmark: images/s of the teacher's training step and of a student's
 //! fine-tuning step with each regularizer, so the cost of attribution matching is visible.
 
-use crate::compression::kd::Distillation;
+use crate::attribution::gradcam::cam_from_weights;
+use crate::attribution::one_hot;
+use crate::compression::{Compression, bce_with_logits};
 use crate::config::ExperimentConfig;
 use crate::data::synthetic;
 use crate::matching;
+use crate::models::{HeadDropout, VggArch};
 use crate::training::{self, FineTuneSpec, Normalization, TrainConfig};
 use crate::util::derive_seed;
 use anyhow::Result;
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use serde::Serialize;
 use std::time::Instant;
@@ -68,12 +72,12 @@ pub fn run(cfg: &ExperimentConfig, images: usize, device: &Device) -> Result<Vec
     rows.push(row("teacher (supervised)", secs, data.len(), steps));
     let teacher = teacher.valid();
 
-    let kd = Distillation { ..cfg.kd.clone() };
+    let kd = &cfg.kd;
     for name in matching::ALL {
         let reg = matching::by_name(name, cfg.matching.sswa_mode, cfg.matching.drop)?;
         let student = kd.make_student(&teacher, &ad, derive_seed(0, "bench-student"))?;
         let spec = FineTuneSpec {
-            compression: &kd,
+            compression: kd,
             regularizer: reg.as_ref(),
             beta: cfg.matching.beta(name),
             matching: &cfg.matching,
@@ -103,12 +107,6 @@ pub fn run(cfg: &ExperimentConfig, images: usize, device: &Device) -> Result<Vec
     let _ = std::fs::remove_dir_all(&dir);
     Ok(rows)
 }
-
-use crate::attribution::gradcam::cam_from_weights;
-use crate::attribution::one_hot;
-use crate::compression::{Compression, bce_with_logits};
-use crate::models::{HeadDropout, VggArch};
-use burn::optim::GradientsParams;
 
 /// The reference fixture's network (conv 32-64-128-256, pool, fc 256, fc 20) at batch 32 on
 /// 64x64 inputs: median ms of a plain BCE training step and of a step whose loss also contains
