@@ -9,6 +9,7 @@ use crate::config::ExperimentConfig;
 use crate::data::Splits;
 use crate::data::synthetic;
 use crate::evaluation::{self, MapSet, ground_truth_pairs};
+use crate::explain::{DATASET_INFO_FILE, DatasetInfo};
 use crate::matching::{self, Regularizer};
 use crate::models::{Vgg, save_model};
 use crate::report::{self, ResultRow, overlay};
@@ -66,6 +67,13 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
         &out.join("normalization.json"),
         serde_json::to_string_pretty(&norm)?.as_bytes(),
     )?;
+    // Lets `faithful explain` use any network of this run without further flags.
+    DatasetInfo {
+        name: splits.train.name.clone(),
+        class_names: splits.train.class_names.clone(),
+        normalization: norm.clone(),
+    }
+    .save(&out.join(DATASET_INFO_FILE))?;
     let method = attribution::by_name(&cfg.eval.attribution)?;
     let mut rows = Vec::new();
     let mut pairs_csv = String::from(report::PAIRS_CSV_HEADER);

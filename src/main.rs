@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use burn::prelude::*;
 use clap::{Parser, Subcommand, ValueEnum};
 use faithful::config::ExperimentConfig;
+use faithful::explain::ClassChoice;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -64,6 +65,30 @@ enum Command {
         /// Experiment config whose architectures are timed.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Predict and explain image files with a saved network: heat-map overlay PNGs per class.
+    Explain {
+        /// The network's weights (`model.safetensors` in a run folder).
+        #[arg(long)]
+        model: PathBuf,
+        /// Image files (JPEG or PNG, any size).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Explain this class (by name) instead of the top ones.
+        #[arg(long)]
+        class: Option<String>,
+        /// Number of top-scoring classes to explain.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        /// Attribution method (`gradcam`, `gradcam-closed`).
+        #[arg(long, default_value = "gradcam")]
+        method: String,
+        /// Dataset description (class names, normalisation); default: the run's dataset.json.
+        #[arg(long)]
+        info: Option<PathBuf>,
+        /// Output folder for the overlays and explanations.json.
+        #[arg(long, default_value = "explanations")]
+        out: PathBuf,
     },
     /// Print the built-in experiment config as TOML (a starting point for --config).
     Config {
@@ -153,6 +178,43 @@ fn main() -> Result<()> {
                 );
             }
             println!("{}", serde_json::to_string(&rows)?);
+        }
+        Command::Explain {
+            model,
+            images,
+            class,
+            top,
+            method,
+            info,
+            out,
+        } => {
+            let choice = match class {
+                Some(name) => ClassChoice::Named(name),
+                None => ClassChoice::Top(top),
+            };
+            let explained = faithful::explain::explain_files(
+                &model,
+                info.as_deref(),
+                &images,
+                faithful::attribution::by_name(&method)?,
+                &choice,
+                &out,
+                &device(cli.backend)?,
+            )?;
+            for e in &explained {
+                println!("{} ({}x{}):", e.image.display(), e.size.0, e.size.1);
+                for c in &e.classes {
+                    println!(
+                        "  {:<16} p={:.3}  peak at ({}, {})  -> {}",
+                        c.class,
+                        c.probability,
+                        c.peak.0,
+                        c.peak.1,
+                        c.overlay.display()
+                    );
+                }
+            }
+            println!("wrote {}", out.join("explanations.json").display());
         }
         Command::Config { quick } => {
             print!("{}", load_config(&None, quick)?.to_toml()?);

@@ -33,6 +33,7 @@ fn demo_writes_every_output_and_is_deterministic_and_resumable() {
         "pairs.csv",
         "config.toml",
         "normalization.json",
+        "dataset.json",
         "sweep.csv",
         "sweep.png",
         "overlays-kd.png",

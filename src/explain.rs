@@ -1,0 +1,340 @@
+//! `faithful explain`: predictions and attribution heat-map overlays for arbitrary image files,
+//! from a saved network.
+//!
+//! A network saved by an experiment sits in a run folder whose root holds `dataset.json` (class
+//! names, input normalisation). [`find_dataset_info`] walks up from the model file to find it, so
+//! any model of a run can be explained without further flags.
+
+use crate::attribution::Attribution;
+use crate::models::{Vgg, load_model};
+use crate::report::overlay::{Panel, grid, render_panel, save_png};
+use crate::training::Normalization;
+use crate::util::write_atomic;
+use anyhow::{Context, Result, bail, ensure};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Name of the file that describes a run's dataset for later use of its networks.
+pub const DATASET_INFO_FILE: &str = "dataset.json";
+
+/// What a saved network needs to know about the data it was trained on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DatasetInfo {
+    /// Dataset name (e.g. `synthetic`, `voc2012`).
+    pub name: String,
+    /// Class names in logit order.
+    pub class_names: Vec<String>,
+    /// Input normalisation applied before the network.
+    pub normalization: Normalization,
+}
+
+impl DatasetInfo {
+    /// Writes the info atomically as pretty JSON.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        write_atomic(path, serde_json::to_string_pretty(self)?.as_bytes())
+    }
+
+    /// Reads an info file, naming it in errors.
+    pub fn load(path: &Path) -> Result<DatasetInfo> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a valid dataset description", path.display()))
+    }
+}
+
+/// Looks for [`DATASET_INFO_FILE`] in the model's folder and its ancestors.
+pub fn find_dataset_info(model: &Path) -> Option<PathBuf> {
+    let start = std::fs::canonicalize(model).ok()?;
+    start
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join(DATASET_INFO_FILE))
+        .find(|p| p.is_file())
+}
+
+/// Which classes to explain.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClassChoice {
+    /// The `k` highest-scoring classes.
+    Top(usize),
+    /// One class, by name.
+    Named(String),
+}
+
+/// One class's score and the overlay written for it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ClassExplanation {
+    /// Class name.
+    pub class: String,
+    /// Class index (logit position).
+    pub index: usize,
+    /// Sigmoid probability (multi-label).
+    pub probability: f32,
+    /// Overlay PNG written for this class.
+    pub overlay: PathBuf,
+    /// Location of the attribution map's maximum, as (x, y) in original-image pixels.
+    pub peak: (usize, usize),
+}
+
+/// Everything explained for one image.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ImageExplanation {
+    /// The input file.
+    pub image: PathBuf,
+    /// Its original size (width, height).
+    pub size: (u32, u32),
+    /// Probabilities of all classes, in logit order.
+    pub probabilities: Vec<f32>,
+    /// The explained classes.
+    pub classes: Vec<ClassExplanation>,
+}
+
+/// An RGB image as CHW floats in [0, 1].
+struct Chw {
+    data: Vec<f32>,
+    height: usize,
+    width: usize,
+}
+
+/// Overlays are drawn on the original image, but very large photos are shrunk to this longest
+/// side first so that the PNGs stay a sensible size.
+const MAX_OVERLAY_SIDE: u32 = 512;
+
+fn decode(path: &Path) -> Result<image::RgbImage> {
+    let reader = image::ImageReader::open(path)
+        .with_context(|| format!("cannot open image {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read image {}", path.display()))?;
+    let img = reader.decode().with_context(|| {
+        format!(
+            "{}: not a decodable image (corrupt or unsupported)",
+            path.display()
+        )
+    })?;
+    ensure!(
+        img.width() > 0 && img.height() > 0,
+        "{}: image has no pixels",
+        path.display()
+    );
+    Ok(img.to_rgb8())
+}
+
+fn to_chw(img: &image::RgbImage) -> Chw {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut data = vec![0f32; 3 * h * w];
+    for (x, y, p) in img.enumerate_pixels() {
+        for c in 0..3 {
+            data[c * h * w + y as usize * w + x as usize] = p[c] as f32 / 255.0;
+        }
+    }
+    Chw {
+        data,
+        height: h,
+        width: w,
+    }
+}
+
+fn resize(img: &image::RgbImage, w: u32, h: u32) -> image::RgbImage {
+    image::imageops::resize(img, w, h, image::imageops::FilterType::Triangle)
+}
+
+fn class_indices(choice: &ClassChoice, probs: &[f32], names: &[String]) -> Result<Vec<usize>> {
+    match choice {
+        ClassChoice::Top(k) => {
+            let mut order: Vec<usize> = (0..probs.len()).collect();
+            order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+            order.truncate((*k).max(1));
+            Ok(order)
+        }
+        ClassChoice::Named(name) => match names.iter().position(|n| n == name) {
+            Some(k) => Ok(vec![k]),
+            None => bail!(
+                "unknown class '{name}' (the network's classes: {})",
+                names.join(", ")
+            ),
+        },
+    }
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
+}
+
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Explains one image: predicts, computes `method`'s map for each chosen class, and writes one
+/// overlay PNG per class into `out_dir` (original image | overlay, side by side).
+pub fn explain_image(
+    model: &Vgg,
+    info: &DatasetInfo,
+    method: &dyn Attribution,
+    image_path: &Path,
+    choice: &ClassChoice,
+    out_dir: &Path,
+) -> Result<ImageExplanation> {
+    let side = model.arch.input_size;
+    ensure!(
+        info.class_names.len() == model.arch.num_classes,
+        "the dataset description lists {} classes but the network has {} outputs",
+        info.class_names.len(),
+        model.arch.num_classes
+    );
+    let original = decode(image_path)?;
+    let mut input = to_chw(&resize(&original, side as u32, side as u32)).data;
+    info.normalization.apply(&mut input);
+    let device = model.devices()[0].clone();
+    let x = Tensor::<4>::from_data(TensorData::new(input, [1, 3, side, side]), &device);
+    let logits = tensor_vec(model.forward(x.clone()).into_data())?;
+    let probabilities: Vec<f32> = logits.iter().map(|&v| sigmoid(v)).collect();
+    let chosen = class_indices(choice, &probabilities, &info.class_names)?;
+
+    let scale = (MAX_OVERLAY_SIDE as f32 / original.width().max(original.height()) as f32).min(1.0);
+    let shown_w = ((original.width() as f32 * scale).round() as u32).max(1);
+    let shown_h = ((original.height() as f32 * scale).round() as u32).max(1);
+    let shown = to_chw(&resize(&original, shown_w, shown_h));
+    let stem = image_path
+        .file_stem()
+        .map(|s| file_safe(&s.to_string_lossy()))
+        .unwrap_or_else(|| "image".into());
+
+    let mut classes = Vec::with_capacity(chosen.len());
+    for k in chosen {
+        let maps = method.maps(model, x.clone(), &[k])?;
+        let [_, h, w] = maps.dims();
+        let map = tensor_vec(maps.into_data())?;
+        let upsampled = crate::metrics::upsample_bilinear(&map, h, w, shown.height, shown.width)?;
+        let peak_idx = argmax(&upsampled);
+        let peak_shown = (peak_idx % shown.width, peak_idx / shown.width);
+        let peak = (
+            ((peak_shown.0 as f32 + 0.5) / scale) as usize,
+            ((peak_shown.1 as f32 + 0.5) / scale) as usize,
+        );
+        let plain = Panel {
+            image: &shown.data,
+            map: None,
+            mask: None,
+            mark_max: false,
+        };
+        let overlay = Panel {
+            map: Some(&upsampled),
+            mark_max: true,
+            ..plain
+        };
+        let figure = grid(
+            &[vec![
+                render_panel(&plain, shown.height, shown.width, 1)?,
+                render_panel(&overlay, shown.height, shown.width, 1)?,
+            ]],
+            4,
+        );
+        let path = out_dir.join(format!("{stem}-{}.png", file_safe(&info.class_names[k])));
+        save_png(&figure, &path)?;
+        classes.push(ClassExplanation {
+            class: info.class_names[k].clone(),
+            index: k,
+            probability: probabilities[k],
+            overlay: path,
+            peak,
+        });
+    }
+    Ok(ImageExplanation {
+        image: image_path.to_path_buf(),
+        size: (original.width(), original.height()),
+        probabilities,
+        classes,
+    })
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &x)| {
+            if x > best.1 { (i, x) } else { best }
+        })
+        .0
+}
+
+fn tensor_vec(data: TensorData) -> Result<Vec<f32>> {
+    data.try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("cannot read tensor data: {e:?}"))
+}
+
+/// Loads the network at `model_path` (and its run's `dataset.json`, or `info_path`), explains
+/// every image, and writes `explanations.json` next to the overlays in `out_dir`.
+pub fn explain_files(
+    model_path: &Path,
+    info_path: Option<&Path>,
+    images: &[PathBuf],
+    method: &dyn Attribution,
+    choice: &ClassChoice,
+    out_dir: &Path,
+    device: &Device,
+) -> Result<Vec<ImageExplanation>> {
+    ensure!(!images.is_empty(), "no image files given");
+    let info_path = match info_path {
+        Some(p) => p.to_path_buf(),
+        None => find_dataset_info(model_path).with_context(|| {
+            format!(
+                "no {DATASET_INFO_FILE} found next to {} or in its parent folders; pass --info FILE \
+                 (it holds the class names and input normalisation)",
+                model_path.display()
+            )
+        })?,
+    };
+    let info = DatasetInfo::load(&info_path)?;
+    let model = load_model(model_path, device)?;
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let mut all = Vec::with_capacity(images.len());
+    for image in images {
+        all.push(explain_image(
+            &model, &info, method, image, choice, out_dir,
+        )?);
+    }
+    write_atomic(
+        &out_dir.join("explanations.json"),
+        serde_json::to_string_pretty(&all)?.as_bytes(),
+    )?;
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_classes_are_ordered_and_named_classes_checked() {
+        let names: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let probs = [0.2, 0.9, 0.5];
+        assert_eq!(
+            class_indices(&ClassChoice::Top(2), &probs, &names).unwrap(),
+            vec![1, 2]
+        );
+        assert_eq!(
+            class_indices(&ClassChoice::Named("c".into()), &probs, &names).unwrap(),
+            vec![2]
+        );
+        let e = class_indices(&ClassChoice::Named("zebra".into()), &probs, &names)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("zebra") && e.contains("a, b, c"), "{e}");
+    }
+
+    #[test]
+    fn file_names_are_sanitised() {
+        assert_eq!(file_safe("T-shirt/top"), "T-shirt_top");
+        assert_eq!(file_safe("ankle boot"), "ankle_boot");
+    }
+}

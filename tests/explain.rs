@@ -1,0 +1,193 @@
+//! `faithful explain` on image files: predictions and maps agree with the evaluation code on the
+//! same pixels, overlays are written, bad input gives clear errors.
+
+use burn::prelude::*;
+use faithful::attribution;
+use faithful::data::Dataset;
+use faithful::evaluation;
+use faithful::explain::{ClassChoice, DATASET_INFO_FILE, DatasetInfo, explain_files};
+use faithful::models::{VggArch, save_model};
+use faithful::training::Normalization;
+use std::path::{Path, PathBuf};
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("faithful-explain-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A deterministic colourful test picture.
+fn picture(w: u32, h: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            ((x * 7 + y * 3) % 256) as u8,
+            ((x * x + 5 * y) % 256) as u8,
+            if (x / 4 + y / 4) % 2 == 0 { 220 } else { 30 },
+        ])
+    })
+}
+
+/// The same pixels as a one-image dataset, built directly from the u8 values.
+fn as_dataset(img: &image::RgbImage, classes: &[String]) -> Dataset {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut d = Dataset::empty("one", classes.to_vec(), h, w);
+    d.images = vec![0.0; 3 * h * w];
+    for (x, y, p) in img.enumerate_pixels() {
+        for c in 0..3 {
+            d.images[c * h * w + y as usize * w + x as usize] = p[c] as f32 / 255.0;
+        }
+    }
+    d.labels = vec![0; classes.len()];
+    d.seg = vec![0; h * w];
+    d
+}
+
+fn setup(dir: &Path) -> (PathBuf, DatasetInfo) {
+    let arch = VggArch {
+        layout: "tiny".into(),
+        num_classes: 4,
+        input_size: 32,
+        ..VggArch::default()
+    };
+    let model = arch.init(&Device::flex(), 3).unwrap();
+    let run = dir.join("run");
+    let model_path = run.join("seed-0/teacher/model.safetensors");
+    save_model(&model, &model_path).unwrap();
+    let info = DatasetInfo {
+        name: "test".into(),
+        class_names: ["cat", "dog", "ankle boot", "bus"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        normalization: Normalization {
+            mean: [0.5, 0.4, 0.3],
+            std: [0.25, 0.2, 0.3],
+        },
+    };
+    info.save(&run.join(DATASET_INFO_FILE)).unwrap();
+    (model_path, info)
+}
+
+#[test]
+fn explanations_match_the_evaluation_code_on_the_same_pixels() {
+    let dir = temp_dir("match");
+    let (model_path, info) = setup(&dir);
+    let img = picture(32, 32);
+    let img_path = dir.join("pic.png");
+    img.save(&img_path).unwrap();
+    let device = Device::flex();
+    let method = attribution::by_name("gradcam").unwrap();
+    let out = dir.join("out");
+    let got = explain_files(
+        &model_path,
+        None,
+        std::slice::from_ref(&img_path),
+        method,
+        &ClassChoice::Top(2),
+        &out,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(got.len(), 1);
+    let e = &got[0];
+    assert_eq!(e.size, (32, 32));
+
+    let model = faithful::models::load_model(&model_path, &device).unwrap();
+    let data = as_dataset(&img, &info.class_names);
+    let logits = evaluation::predict(&model, &data, &info.normalization, 1).unwrap();
+    for (p, l) in e.probabilities.iter().zip(&logits) {
+        assert!(
+            (p - 1.0 / (1.0 + (-l).exp())).abs() < 1e-5,
+            "{p} vs logit {l}"
+        );
+    }
+    // top-2 in descending order of probability
+    let mut order: Vec<usize> = (0..4).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    assert_eq!(e.classes.len(), 2);
+    assert_eq!(e.classes[0].index, order[0]);
+    assert_eq!(e.classes[1].index, order[1]);
+    for c in &e.classes {
+        let maps = evaluation::attribution_maps(
+            &model,
+            method,
+            &data,
+            &info.normalization,
+            &[(0, c.index)],
+            1,
+        )
+        .unwrap();
+        let m = &maps[0];
+        let best = m.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+        let at_peak = m[c.peak.1 * 32 + c.peak.0];
+        assert!(
+            at_peak >= best - 1e-5 * best.abs().max(1.0),
+            "peak {:?} holds {at_peak}, map max {best}",
+            c.peak
+        );
+        let png = image::open(&c.overlay).unwrap();
+        // original | overlay with a 4 px gap around and between
+        assert_eq!(
+            (png.width(), png.height()),
+            (4 + 32 + 4 + 32 + 4, 4 + 32 + 4)
+        );
+    }
+    assert!(out.join("explanations.json").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn any_size_named_class_and_bad_input() {
+    let dir = temp_dir("bad");
+    let (model_path, _) = setup(&dir);
+    let device = Device::flex();
+    let method = attribution::by_name("gradcam-closed").unwrap();
+    let big = dir.join("big.jpg");
+    picture(90, 60).save(&big).unwrap();
+    let out = dir.join("out");
+    let named = ClassChoice::Named("ankle boot".into());
+    let got = explain_files(
+        &model_path,
+        None,
+        std::slice::from_ref(&big),
+        method,
+        &named,
+        &out,
+        &device,
+    )
+    .unwrap();
+    assert_eq!(got[0].size, (90, 60));
+    assert_eq!(got[0].classes.len(), 1);
+    assert_eq!(got[0].classes[0].class, "ankle boot");
+    assert!(got[0].classes[0].peak.0 < 90 && got[0].classes[0].peak.1 < 60);
+    assert!(out.join("big-ankle_boot.png").is_file());
+
+    let run = |images: &[PathBuf], choice: &ClassChoice, info: Option<&Path>| {
+        format!(
+            "{:#}",
+            explain_files(&model_path, info, images, method, choice, &out, &device).unwrap_err()
+        )
+    };
+    let corrupt = dir.join("corrupt.jpg");
+    std::fs::write(&corrupt, b"\xff\xd8\xff\xe0 definitely not a jpeg").unwrap();
+    let e = run(std::slice::from_ref(&corrupt), &ClassChoice::Top(1), None);
+    assert!(e.contains("corrupt.jpg"), "{e}");
+    let missing = dir.join("missing.png");
+    let e = run(std::slice::from_ref(&missing), &ClassChoice::Top(1), None);
+    assert!(e.contains("missing.png"), "{e}");
+    let e = run(
+        std::slice::from_ref(&big),
+        &ClassChoice::Named("zebra".into()),
+        None,
+    );
+    assert!(e.contains("zebra") && e.contains("ankle boot"), "{e}");
+    let no_info = dir.join("nothing-here.json");
+    let e = run(
+        std::slice::from_ref(&big),
+        &ClassChoice::Top(1),
+        Some(&no_info),
+    );
+    assert!(e.contains("nothing-here.json"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
