@@ -61,6 +61,17 @@ pub struct MatchConfig {
     pub target: MatchTarget,
     /// Loss form.
     pub distance: MapDistance,
+    /// Epochs over which beta ramps linearly from 0 to its value (0: full beta from the first
+    /// step, as the paper). A ramp lets a tiny student first learn from the task loss: at full
+    /// beta from step one, /8 students sometimes collapse to predicting nothing, a fixed point of
+    /// the scale-invariant matching loss. Omitted from saved settings when 0, so checkpoints
+    /// of runs that predate the option stay valid.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub warmup_epochs: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Default for MatchConfig {
@@ -73,6 +84,7 @@ impl Default for MatchConfig {
             layer: MatchLayer::LastConv,
             target: MatchTarget::Top1,
             distance: MapDistance::MeanSquared,
+            warmup_epochs: 0.0,
         }
     }
 }
@@ -297,11 +309,18 @@ pub fn fine_tune_lockstep(
                 t_logits: &t_logits,
                 t_vals: &t_vals,
             };
+            let ramp = beta_ramp(
+                states
+                    .first()
+                    .map_or(0.0, |s| s.spec.matching.warmup_epochs),
+                epoch * steps_per_epoch + step,
+                steps_per_epoch,
+            );
             for (st, rng) in states.iter_mut().zip(rngs.iter_mut()) {
                 if st.done > epoch {
                     continue;
                 }
-                student_step(st, teacher, &batch, k, lr, rng, epoch, step)?;
+                student_step(st, teacher, &batch, k, lr, ramp, rng, (epoch, step))?;
             }
             bar.inc(1);
         }
@@ -354,9 +373,9 @@ fn student_step(
     b: &Batch,
     k: usize,
     lr: f64,
+    ramp: f64,
     rng: &mut ChaCha8Rng,
-    epoch: usize,
-    step: usize,
+    (epoch, step): (usize, usize),
 ) -> Result<()> {
     let spec = &st.spec;
     let device = b.x.device();
@@ -381,7 +400,7 @@ fn student_step(
         );
         if let Some(term) = term {
             st.sums.1 += finite_loss(&term, spec.label, epoch, step)?;
-            loss = loss + term.mul_scalar(spec.beta);
+            loss = loss + term.mul_scalar(spec.beta * ramp);
         }
     }
     st.sums.0 += finite_loss(&task, spec.label, epoch, step)?;
@@ -393,6 +412,16 @@ fn student_step(
         st.model = m.apply(st.model.clone());
     }
     Ok(())
+}
+
+/// Fraction of beta in force at global step `step`: a linear ramp over `warmup_epochs` epochs,
+/// reaching 1 at the end of the ramp (and 1 throughout without one).
+pub fn beta_ramp(warmup_epochs: f64, step: usize, steps_per_epoch: usize) -> f64 {
+    let ramp_steps = warmup_epochs * steps_per_epoch as f64;
+    if ramp_steps <= 0.0 {
+        return 1.0;
+    }
+    ((step + 1) as f64 / ramp_steps).min(1.0)
 }
 
 /// The un-scaled matching loss of one batch, or None for `none`.
@@ -461,6 +490,28 @@ mod tests {
         );
         // ties go to the first class, as argmax
         assert_eq!(match_pairs(&[1.0, 1.0], 2, MatchTarget::Top1), vec![(0, 0)]);
+    }
+
+    #[test]
+    fn beta_ramps_linearly_over_the_warmup_and_is_absent_from_old_keys() {
+        // 2 warm-up epochs of 10 steps: 20 ramp steps, step s gives (s+1)/20.
+        assert_eq!(beta_ramp(2.0, 0, 10), 0.05);
+        assert_eq!(beta_ramp(2.0, 9, 10), 0.5);
+        assert_eq!(beta_ramp(2.0, 19, 10), 1.0);
+        assert_eq!(beta_ramp(2.0, 57, 10), 1.0);
+        assert_eq!(beta_ramp(0.0, 0, 10), 1.0);
+        assert_eq!(beta_ramp(0.5, 1, 4), 1.0);
+        let json = serde_json::to_string(&MatchConfig::default()).unwrap();
+        assert!(!json.contains("warmup"), "{json}");
+        let with = MatchConfig {
+            warmup_epochs: 3.0,
+            ..MatchConfig::default()
+        };
+        assert!(
+            serde_json::to_string(&with)
+                .unwrap()
+                .contains("warmup_epochs")
+        );
     }
 
     #[test]
