@@ -8,6 +8,7 @@
 pub mod augment;
 pub mod image_io;
 pub mod synthetic;
+pub mod voc;
 
 use anyhow::{Result, bail, ensure};
 
