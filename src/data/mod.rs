@@ -6,6 +6,7 @@
 //! per-pixel class map so that attribution maps can be compared with the true object pixels.
 
 pub mod augment;
+pub mod fashion;
 pub mod image_io;
 pub mod synthetic;
 pub mod voc;
