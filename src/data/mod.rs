@@ -7,6 +7,7 @@
 
 pub mod augment;
 pub mod fashion;
+pub mod folder;
 pub mod image_io;
 pub mod synthetic;
 pub mod voc;
