@@ -6,7 +6,11 @@
 //! per-pixel class map so that attribution maps can be compared with the true object pixels.
 
 pub mod augment;
+pub mod fashion;
+pub mod folder;
+pub mod image_io;
 pub mod synthetic;
+pub mod voc;
 
 use anyhow::{Result, bail, ensure};
 
@@ -43,6 +47,17 @@ impl Dataset {
             labels: Vec::new(),
             seg: Vec::new(),
         }
+    }
+
+    /// Appends one image (CHW, 3×h×w), its multi-hot labels and its h×w segmentation.
+    /// Panics on a wrong length, which would silently shift every later image.
+    pub fn push(&mut self, image: &[f32], labels: &[u8], seg: &[u8]) {
+        assert_eq!(image.len(), self.image_len(), "image length");
+        assert_eq!(labels.len(), self.num_classes(), "label length");
+        assert_eq!(seg.len(), self.pixels(), "segmentation length");
+        self.images.extend_from_slice(image);
+        self.labels.extend_from_slice(labels);
+        self.seg.extend_from_slice(seg);
     }
 
     /// Number of pixels of one image (h*w).

@@ -430,14 +430,14 @@ fn render_into(
 
 /// Approximately standard normal noise: sum of four 16-bit uniforms from one draw.
 #[inline]
-fn gauss(rng: &mut impl RngCore) -> f32 {
+pub(crate) fn gauss(rng: &mut impl RngCore) -> f32 {
     let r = rng.next_u64();
     let sum = (r & 0xffff) + ((r >> 16) & 0xffff) + ((r >> 32) & 0xffff) + (r >> 48);
     // Mean 2, variance 4/12 for four U(0,1).
     (sum as f32 / 65536.0 - 2.0) * 1.732_050_8
 }
 
-fn hsv(h: f32, s: f32, v: f32) -> [f32; 3] {
+pub(crate) fn hsv(h: f32, s: f32, v: f32) -> [f32; 3] {
     let h6 = (h.rem_euclid(1.0)) * 6.0;
     let i = h6.floor() as i32;
     let f = h6 - i as f32;
@@ -452,7 +452,7 @@ fn hsv(h: f32, s: f32, v: f32) -> [f32; 3] {
     }
 }
 
-fn draw_background(px: &mut [[f32; 3]], s: usize, rng: &mut ChaCha8Rng) {
+pub(crate) fn draw_background(px: &mut [[f32; 3]], s: usize, rng: &mut ChaCha8Rng) {
     let c1 = hsv(
         rng.random::<f32>(),
         rng.random_range(0.0..0.5),
@@ -494,7 +494,7 @@ fn seg_dist(p: (f32, f32), a: (f32, f32), b: (f32, f32)) -> f32 {
 }
 
 /// One clutter item: a thin line segment (1-2 px) or a small dot, in a random colour.
-fn draw_clutter(px: &mut [[f32; 3]], s: usize, rng: &mut ChaCha8Rng) {
+pub(crate) fn draw_clutter(px: &mut [[f32; 3]], s: usize, rng: &mut ChaCha8Rng) {
     let color = hsv(
         rng.random::<f32>(),
         rng.random_range(0.2..1.0),
@@ -772,7 +772,7 @@ pub fn cue_pixel(class: usize, side: usize, x: usize, y: usize) -> [f32; 3] {
     if first { a } else { b }
 }
 
-fn place_cue(
+pub(crate) fn place_cue(
     s: usize,
     side: usize,
     touched: &[bool],
@@ -808,7 +808,7 @@ fn place_cue(
     None
 }
 
-fn draw_cue(
+pub(crate) fn draw_cue(
     px: &mut [[f32; 3]],
     s: usize,
     class: usize,

@@ -1,0 +1,352 @@
+//! Image files for external data sources: RGB photos (JPEG, PNG, whatever the `image` crate
+//! is built with) decoded to CHW `f32` in `[0,1]`, and class-index PNG masks (palette or 8-bit
+//! grayscale) read as raw indices.
+//!
+//! [`Dataset`](super::Dataset) holds one fixed size for the whole set, so every image is
+//! resized to `size×size` without keeping its aspect ratio: objects get stretched, but no
+//! pixel is cropped away, so no annotated object is lost and the mask stays aligned.
+//!
+//! Resampling conventions (pixel centres at half-integer coordinates, as PyTorch's
+//! `align_corners=False` and PIL):
+//! - [`resize_bilinear`]: triangle filter; when enlarging this is exactly PyTorch's bilinear
+//!   interpolation, when shrinking the filter widens with the scale (PIL's and torchvision's
+//!   `antialias=True`) so that fine texture does not alias into the small image.
+//! - [`resize_nearest`]: output pixel centre mapped back to the source pixel that contains it
+//!   (PyTorch's `nearest-exact`), so labels are copied, never blended.
+
+use anyhow::{Context, Result, bail, ensure};
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+/// Decodes an image file into RGB CHW `f32` in `[0,1]` at its own size.
+/// Returns `(pixels, height, width)`. Grayscale and alpha images are converted to RGB (alpha
+/// is dropped).
+pub fn read_rgb(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    ensure!(
+        path.is_file(),
+        "image file {} does not exist",
+        path.display()
+    );
+    let reader = image::ImageReader::open(path)
+        .with_context(|| format!("cannot open image file {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read image file {}", path.display()))?;
+    if reader.format().is_none() {
+        bail!(
+            "image file {}: unsupported or unrecognised image format",
+            path.display()
+        );
+    }
+    let img = reader
+        .decode()
+        .with_context(|| format!("cannot decode image file {}", path.display()))?
+        .to_rgb8();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    ensure!(w > 0 && h > 0, "image file {} is empty", path.display());
+    let p = w * h;
+    let mut out = vec![0f32; 3 * p];
+    for (i, px) in img.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * p + i] = px[c] as f32 / 255.0;
+        }
+    }
+    Ok((out, h, w))
+}
+
+/// Decodes an image file into RGB CHW `f32` in `[0,1]`, resized to `size×size` with
+/// [`resize_bilinear`] (aspect ratio not kept). Returns the pixels and the original
+/// `(height, width)`.
+pub fn read_rgb_resized(path: &Path, size: usize) -> Result<(Vec<f32>, (usize, usize))> {
+    ensure!(size > 0, "image size must be positive");
+    let (img, h, w) = read_rgb(path)?;
+    Ok((resize_bilinear(&img, h, w, size, size), (h, w)))
+}
+
+/// A raw class-index map read from a PNG mask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexMap {
+    pub height: usize,
+    pub width: usize,
+    /// height*width indices, row-major.
+    pub data: Vec<u8>,
+}
+
+/// Reads a class-index PNG mask WITHOUT palette expansion: a palette PNG gives the palette
+/// index of every pixel (VOC's `SegmentationClass` format), an 8-bit grayscale PNG gives its
+/// grey values. Other colour types and bit depths are rejected, because their values are not
+/// class indices.
+pub fn read_index_png(path: &Path) -> Result<IndexMap> {
+    ensure!(
+        path.is_file(),
+        "mask file {} does not exist",
+        path.display()
+    );
+    let file =
+        File::open(path).with_context(|| format!("cannot open mask file {}", path.display()))?;
+    let mut decoder = png::Decoder::new(BufReader::new(file));
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let mut reader = decoder
+        .read_info()
+        .with_context(|| format!("mask file {} is not a readable PNG", path.display()))?;
+    let size = reader
+        .output_buffer_size()
+        .with_context(|| format!("mask file {} is too large", path.display()))?;
+    let mut buf = vec![0u8; size];
+    let info = reader
+        .next_frame(&mut buf)
+        .with_context(|| format!("cannot decode mask file {}", path.display()))?;
+    match (info.color_type, info.bit_depth) {
+        (png::ColorType::Indexed | png::ColorType::Grayscale, png::BitDepth::Eight) => {}
+        (ct, bd) => bail!(
+            "mask file {}: unsupported PNG format {ct:?} with bit depth {bd:?} (class masks must \
+             be 8-bit palette or 8-bit grayscale PNGs holding class indices)",
+            path.display()
+        ),
+    }
+    let (w, h) = (info.width as usize, info.height as usize);
+    let mut data = Vec::with_capacity(w * h);
+    for row in buf.chunks_exact(info.line_size).take(h) {
+        data.extend_from_slice(&row[..w]);
+    }
+    ensure!(
+        data.len() == w * h,
+        "mask file {}: decoded {} pixels, expected {w}x{h}",
+        path.display(),
+        data.len()
+    );
+    Ok(IndexMap {
+        height: h,
+        width: w,
+        data,
+    })
+}
+
+/// Nearest-neighbour resize of a single-channel `h×w` map to `out_h×out_w`: output pixel
+/// `(y, x)` takes the source pixel containing its centre, `floor((y + 0.5) * h / out_h)`,
+/// computed in integers so the choice is exact.
+pub fn resize_nearest<T: Copy>(
+    src: &[T],
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<T> {
+    assert_eq!(
+        src.len(),
+        h * w,
+        "buffer of {} values is not {h}x{w}",
+        src.len()
+    );
+    assert!(h > 0 && w > 0, "cannot resize an empty {h}x{w} map");
+    let xs: Vec<usize> = (0..out_w).map(|x| nearest_index(x, w, out_w)).collect();
+    let mut out = Vec::with_capacity(out_h * out_w);
+    for y in 0..out_h {
+        let row = &src[nearest_index(y, h, out_h) * w..][..w];
+        out.extend(xs.iter().map(|&sx| row[sx]));
+    }
+    out
+}
+
+#[inline]
+fn nearest_index(dst: usize, n_in: usize, n_out: usize) -> usize {
+    ((2 * dst + 1) * n_in / (2 * n_out)).min(n_in - 1)
+}
+
+/// Bilinear (triangle filter) resize of a planar image (any number of channels, inferred
+/// from the length) from `h×w` to `out_h×out_w`. See the module doc for the convention.
+pub fn resize_bilinear(img: &[f32], h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
+    assert!(h > 0 && w > 0, "cannot resize an empty {h}x{w} image");
+    assert!(
+        img.len().is_multiple_of(h * w),
+        "buffer of {} values is not a planar image of {h}x{w}",
+        img.len()
+    );
+    if (h, w) == (out_h, out_w) {
+        return img.to_vec();
+    }
+    let channels = img.len() / (h * w);
+    let wx = filter_weights(w, out_w);
+    let wy = filter_weights(h, out_h);
+    let mut out = vec![0f32; channels * out_h * out_w];
+    let mut tmp = vec![0f32; h * out_w];
+    for c in 0..channels {
+        let src = &img[c * h * w..(c + 1) * h * w];
+        // Horizontal pass into h×out_w, then vertical pass into out_h×out_w.
+        for y in 0..h {
+            let row = &src[y * w..(y + 1) * w];
+            for (x, taps) in wx.iter().enumerate() {
+                tmp[y * out_w + x] = taps.iter().map(|&(i, k)| row[i] * k).sum();
+            }
+        }
+        let dst = &mut out[c * out_h * out_w..(c + 1) * out_h * out_w];
+        for (y, taps) in wy.iter().enumerate() {
+            for x in 0..out_w {
+                dst[y * out_w + x] = taps.iter().map(|&(i, k)| tmp[i * out_w + x] * k).sum();
+            }
+        }
+    }
+    out
+}
+
+/// Normalised triangle-filter taps `(source index, weight)` of each output coordinate.
+fn filter_weights(n_in: usize, n_out: usize) -> Vec<Vec<(usize, f32)>> {
+    let scale = n_in as f64 / n_out as f64;
+    // Widen the filter when shrinking (antialiasing); never narrower than one pixel.
+    let fscale = scale.max(1.0);
+    (0..n_out)
+        .map(|o| {
+            let center = (o as f64 + 0.5) * scale;
+            let lo = (center - fscale).floor().max(0.0) as usize;
+            let hi = ((center + fscale).ceil() as usize).min(n_in);
+            let mut taps: Vec<(usize, f64)> = (lo..hi)
+                .map(|i| {
+                    let d = ((i as f64 + 0.5 - center) / fscale).abs();
+                    (i, (1.0 - d).max(0.0))
+                })
+                .filter(|&(_, k)| k > 0.0)
+                .collect();
+            let sum: f64 = taps.iter().map(|t| t.1).sum();
+            if sum <= 0.0 {
+                // Only possible on an exact pixel centre at the border: take that pixel.
+                taps = vec![(center.floor().clamp(0.0, (n_in - 1) as f64) as usize, 1.0)];
+            } else {
+                taps.iter_mut().for_each(|t| t.1 /= sum);
+            }
+            taps.into_iter().map(|(i, k)| (i, k as f32)).collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bilinear_upsample_matches_pytorch_half_pixel() {
+        // 2x2 -> 4x4, values worked out by hand with source coordinate (dst+0.5)/2-0.5,
+        // clamped at the border (PyTorch bilinear, align_corners=False).
+        let src = [0.0, 1.0, 2.0, 3.0];
+        let out = resize_bilinear(&src, 2, 2, 4, 4);
+        let want = [
+            0.0, 0.25, 0.75, 1.0, //
+            0.5, 0.75, 1.25, 1.5, //
+            1.5, 1.75, 2.25, 2.5, //
+            2.0, 2.25, 2.75, 3.0,
+        ];
+        for (i, (a, b)) in out.iter().zip(want).enumerate() {
+            assert!((a - b).abs() < 1e-6, "pixel {i}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn bilinear_downsample_is_antialiased() {
+        // 4 -> 2 in one row: output 0 has centre 1.0 in source coordinates and a triangle of
+        // half-width 2: weights 0.75, 0.75, 0.25 on pixels 0,1,2 (pixel 3 lies at distance 2.5).
+        let out = resize_bilinear(&[0.0, 1.0, 2.0, 3.0], 1, 4, 1, 2);
+        assert!((out[0] - 1.25 / 1.75).abs() < 1e-6, "{out:?}");
+        // Mirror image for output 1: 0.25*1 + 0.75*2 + 0.75*3 over 1.75.
+        assert!((out[1] - 4.0 / 1.75).abs() < 1e-6, "{out:?}");
+    }
+
+    #[test]
+    fn bilinear_keeps_constants_and_channels() {
+        let mut img = vec![0.3f32; 5 * 7];
+        img.extend(vec![0.9f32; 5 * 7]);
+        let out = resize_bilinear(&img, 5, 7, 11, 3);
+        assert_eq!(out.len(), 2 * 11 * 3);
+        assert!(out[..33].iter().all(|v| (v - 0.3).abs() < 1e-6));
+        assert!(out[33..].iter().all(|v| (v - 0.9).abs() < 1e-6));
+        assert_eq!(resize_bilinear(&img, 5, 7, 5, 7), img);
+    }
+
+    #[test]
+    fn nearest_uses_pixel_centres() {
+        // 4 -> 3: centres 0.5, 1.5, 2.5 of the output map to 0.667, 2.0, 3.333 -> 0, 2, 3.
+        let src: Vec<u8> = (0..4).collect();
+        assert_eq!(resize_nearest(&src, 1, 4, 1, 3), vec![0, 2, 3]);
+        // 2 -> 5: 0.2, 0.6, 1.0, 1.4, 1.8 -> 0, 0, 1, 1, 1.
+        assert_eq!(resize_nearest(&[7u8, 9], 2, 1, 5, 1), vec![7, 7, 9, 9, 9]);
+        let same: Vec<u8> = (0..12).collect();
+        assert_eq!(resize_nearest(&same, 3, 4, 3, 4), same);
+    }
+
+    #[test]
+    fn read_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.jpg");
+        let e = format!("{:#}", read_rgb(&missing).unwrap_err());
+        assert!(
+            e.contains("nope.jpg") && e.contains("does not exist"),
+            "{e}"
+        );
+        let junk = dir.path().join("junk.jpg");
+        std::fs::write(&junk, b"this is not an image at all").unwrap();
+        let e = format!("{:#}", read_rgb(&junk).unwrap_err());
+        assert!(e.contains("junk.jpg"), "{e}");
+        let e = format!("{:#}", read_index_png(&junk).unwrap_err());
+        assert!(
+            e.contains("junk.jpg") && e.contains("not a readable PNG"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn index_png_keeps_palette_indices_and_rejects_rgb() {
+        let dir = tempfile::tempdir().unwrap();
+        // A 3x2 palette PNG whose palette colours are unrelated to the indices.
+        let pal_path = dir.path().join("pal.png");
+        let idx = [0u8, 1, 2, 2, 255, 0];
+        {
+            let f = File::create(&pal_path).unwrap();
+            let mut enc = png::Encoder::new(std::io::BufWriter::new(f), 3, 2);
+            enc.set_color(png::ColorType::Indexed);
+            enc.set_depth(png::BitDepth::Eight);
+            let mut palette = vec![0u8; 256 * 3];
+            palette[3..6].copy_from_slice(&[128, 0, 0]);
+            palette[6..9].copy_from_slice(&[0, 128, 0]);
+            palette[765..768].copy_from_slice(&[224, 224, 192]);
+            enc.set_palette(palette);
+            let mut wr = enc.write_header().unwrap();
+            wr.write_image_data(&idx).unwrap();
+        }
+        let m = read_index_png(&pal_path).unwrap();
+        assert_eq!((m.height, m.width), (2, 3));
+        assert_eq!(m.data, idx);
+
+        let grey_path = dir.path().join("grey.png");
+        image::GrayImage::from_raw(2, 2, vec![0, 3, 255, 1])
+            .unwrap()
+            .save(&grey_path)
+            .unwrap();
+        assert_eq!(read_index_png(&grey_path).unwrap().data, vec![0, 3, 255, 1]);
+
+        let rgb_path = dir.path().join("rgb.png");
+        image::RgbImage::new(2, 2).save(&rgb_path).unwrap();
+        let e = format!("{:#}", read_index_png(&rgb_path).unwrap_err());
+        assert!(
+            e.contains("rgb.png") && e.contains("unsupported PNG format"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn read_rgb_converts_to_chw() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.png");
+        let mut im = image::RgbImage::new(2, 1);
+        im.put_pixel(0, 0, image::Rgb([255, 0, 51]));
+        im.put_pixel(1, 0, image::Rgb([0, 102, 255]));
+        im.save(&p).unwrap();
+        let (px, h, w) = read_rgb(&p).unwrap();
+        assert_eq!((h, w), (1, 2));
+        // Planes R, G, B, each of 2 pixels.
+        let want = [1.0, 0.0, 0.0, 0.4, 0.2, 1.0];
+        for (a, b) in px.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{px:?}");
+        }
+        let (big, orig) = read_rgb_resized(&p, 4).unwrap();
+        assert_eq!(orig, (1, 2));
+        assert_eq!(big.len(), 3 * 16);
+    }
+}
