@@ -4,11 +4,13 @@
 use crate::compression::kd::Distillation;
 use crate::compression::structured::FilterPruning;
 use crate::compression::unstructured::MagnitudePruning;
+use crate::data::Dataset;
+use crate::data::source::DatasetSource;
 use crate::data::synthetic::SyntheticConfig;
 use crate::evaluation::EvalConfig;
 use crate::matching;
 use crate::models::VggArch;
-use crate::training::{MatchConfig, TrainConfig};
+use crate::training::{MatchConfig, Normalization, TrainConfig};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -24,6 +26,30 @@ pub struct TeacherConfig {
     pub arch: VggArch,
     /// Supervised training.
     pub train: TrainConfig,
+}
+
+/// Where the per-channel input normalisation comes from.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputNorm {
+    /// Mean and std of the training split (VOC's own statistics for VOC).
+    #[default]
+    Dataset,
+    /// ImageNet's mean and std, as torchvision's pretrained networks expect.
+    Imagenet,
+}
+
+impl InputNorm {
+    /// The normalisation for a training split.
+    pub fn of(self, train: &Dataset) -> Normalization {
+        match self {
+            InputNorm::Dataset => Normalization::of(train),
+            InputNorm::Imagenet => Normalization {
+                mean: [0.485, 0.456, 0.406],
+                std: [0.229, 0.224, 0.225],
+            },
+        }
+    }
 }
 
 /// Report settings.
@@ -53,8 +79,14 @@ pub struct ExperimentConfig {
     pub seeds: Vec<u64>,
     /// Regularizers to compare (`none`, `ewa`, `swa`, `sswa`).
     pub regularizers: Vec<String>,
-    /// The built-in dataset.
+    /// Which dataset: `[dataset] source = "synthetic" | "fashion-canvas" | "voc" | "folder"`
+    /// with that source's settings (default: synthetic).
+    pub dataset: DatasetSource,
+    /// Settings of the built-in synthetic dataset (used when `dataset.source = "synthetic"`).
     pub data: SyntheticConfig,
+    /// Input normalisation: the training split's channel statistics (`dataset`, default), or
+    /// ImageNet's (`imagenet`, for torchvision-pretrained teachers).
+    pub input_norm: InputNorm,
     /// The teacher.
     pub teacher: TeacherConfig,
     /// Compression methods to run: `kd`, `unstructured`, `structured`.
@@ -97,6 +129,8 @@ impl ExperimentConfig {
             // Cues half as likely as the object and decoys in 30% of images: a cue-only
             // classifier is clearly worse than an object classifier, so a well-trained teacher
             // looks at objects while a weak network still gains from the shortcut.
+            dataset: DatasetSource::Synthetic,
+            input_norm: InputNorm::Dataset,
             data: SyntheticConfig {
                 cue_prob: 0.5,
                 false_cue_prob: 0.3,
@@ -201,12 +235,11 @@ impl ExperimentConfig {
         for r in &self.regularizers {
             matching::by_name(r, self.matching.sswa_mode, self.matching.drop)?;
         }
-        self.data.validate()?;
-        let arch = VggArch {
-            num_classes: self.data.num_classes,
-            input_size: self.data.size,
-            ..self.teacher.arch.clone()
-        };
+        if self.dataset == DatasetSource::Synthetic {
+            self.data.validate()?;
+        }
+        let (num_classes, input_size) = self.dataset.shape_hint(&self.data);
+        let arch = self.teacher_arch_for(num_classes, input_size);
         arch.validate().context("teacher.arch")?;
         VggArch {
             width_divisor: arch.width_divisor * self.kd.width_divisor,
@@ -220,11 +253,16 @@ impl ExperimentConfig {
         Ok(())
     }
 
-    /// The teacher architecture with the dataset's classes and image size filled in.
+    /// The teacher architecture for the synthetic dataset's classes and image size.
     pub fn teacher_arch(&self) -> VggArch {
+        self.teacher_arch_for(self.data.num_classes, self.data.size)
+    }
+
+    /// The teacher architecture with a loaded dataset's classes and image size filled in.
+    pub fn teacher_arch_for(&self, num_classes: usize, input_size: usize) -> VggArch {
         VggArch {
-            num_classes: self.data.num_classes,
-            input_size: self.data.size,
+            num_classes,
+            input_size,
             ..self.teacher.arch.clone()
         }
     }

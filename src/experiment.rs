@@ -7,7 +7,6 @@ use crate::compression::Compression;
 use crate::compression::unstructured::{PruningRound, cumulative_rate, sparsity};
 use crate::config::ExperimentConfig;
 use crate::data::Splits;
-use crate::data::synthetic;
 use crate::evaluation::{self, MapSet, ground_truth_pairs};
 use crate::explain::{DATASET_INFO_FILE, DatasetInfo};
 use crate::matching::{self, Regularizer};
@@ -57,12 +56,11 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
     cfg.validate()?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     write_atomic(&out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
-    eprintln!("generating the synthetic dataset ...");
-    let splits = synthetic::generate(&cfg.data)?;
-    for d in [&splits.train, &splits.val, &splits.test] {
-        d.validate()?;
-    }
-    let norm = Normalization::of(&splits.train);
+    eprintln!("loading the {} dataset ...", cfg.dataset.name());
+    let splits = cfg.dataset.load(&cfg.data)?;
+    let arch = cfg.teacher_arch_for(splits.train.num_classes(), splits.train.height);
+    arch.validate().context("teacher.arch for this dataset")?;
+    let norm = cfg.input_norm.of(&splits.train);
     write_atomic(
         &out.join("normalization.json"),
         serde_json::to_string_pretty(&norm)?.as_bytes(),
@@ -131,7 +129,7 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
     let table = report::tables_by_compression(&rows, &cfg.compressions);
     write_atomic(
         &out.join("results.md"),
-        results_markdown(cfg, &table).as_bytes(),
+        results_markdown(cfg, &cfg.dataset.describe(&cfg.data, &splits), &table).as_bytes(),
     )?;
     Ok(Outcome {
         rows,
@@ -176,7 +174,7 @@ fn train_teacher(ctx: &Ctx) -> Result<Trained> {
     let start = Instant::now();
     let teacher = ctx
         .cfg
-        .teacher_arch()
+        .teacher_arch_for(ctx.splits.train.num_classes(), ctx.splits.train.height)
         .init(&ctx.ad, derive_seed(ctx.seed, "teacher-init"))?;
     let dir = ctx.dir.join("teacher");
     let teacher = training::train_supervised(
@@ -418,11 +416,10 @@ fn draw_overlays(ctx: &Ctx, nets: &[&Trained], reference: &MapSet, path: &Path) 
     write_atomic(&path.with_extension("txt"), text.as_bytes())
 }
 
-fn results_markdown(cfg: &ExperimentConfig, tables: &str) -> String {
+fn results_markdown(cfg: &ExperimentConfig, dataset: &str, tables: &str) -> String {
     format!(
         "# faithful: attribution-preserving compression\n\n\
-         Dataset: synthetic (seed {}, {}x{} px, {} classes, {} train / {} test images, cue \
-         probability {}, decoys {}). Teacher `{}`. Compressions: {}. KD students at width /{} \
+         Dataset: {dataset}. Teacher `{}`. Compressions: {}. KD students at width /{} \
          (T = {}, alpha = {}); unstructured pruning {} rounds of {} (global threshold: {:?}); \
          structured L1 filter pruning at rate {}. Regularizers: {}; beta EWA {} / SWA,SSWA {}; \
          SSWA mode {:?}, drop {}; matched layer {:?}, distance {:?}, target {:?}. Attribution \
@@ -435,14 +432,6 @@ fn results_markdown(cfg: &ExperimentConfig, tables: &str) -> String {
          `overlays-<compression>.png`: per row, the image with the class mask outlined, then the \
          maps of the teacher and of each compressed network in the order of the table, with the \
          map's maximum marked by a green cross (captions and column order in the `.txt` beside it).\n",
-        cfg.data.seed,
-        cfg.data.size,
-        cfg.data.size,
-        cfg.data.num_classes,
-        cfg.data.n_train,
-        cfg.data.n_test,
-        cfg.data.cue_prob,
-        cfg.data.false_cue_prob,
         cfg.teacher.arch.layout,
         cfg.compressions.join(", "),
         cfg.kd.width_divisor,

@@ -9,6 +9,7 @@ pub mod augment;
 pub mod fashion;
 pub mod folder;
 pub mod image_io;
+pub mod source;
 pub mod synthetic;
 pub mod voc;
 

@@ -1,8 +1,9 @@
 //! Turning dataset images into normalised, optionally augmented batch tensors.
 
 use crate::data::Dataset;
-use crate::data::augment::random_crop_flip;
+use crate::data::augment::{hflip, random_crop_flip, random_resized_crop};
 use burn::prelude::*;
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -36,13 +37,47 @@ impl Normalization {
     }
 }
 
-/// Builds (x: N×3×H×W normalised, y: N×K multi-hot) for the given image indices; with
-/// `augment = Some(pad)` each image gets a random padded crop and horizontal flip.
+/// A training-time augmentation of one image.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Augment {
+    /// Random crop of the image zero-padded by `pad` pixels, and a random horizontal flip.
+    CropFlip {
+        /// Padding in pixels.
+        pad: usize,
+    },
+    /// torchvision's RandomResizedCrop back to the image size (area fraction in `scale`,
+    /// aspect ratio 3/4..4/3), and a random horizontal flip.
+    ResizedCrop {
+        /// Area fraction range.
+        scale: (f32, f32),
+    },
+}
+
+impl Augment {
+    /// Applies the augmentation to one CHW image of `h`×`w`.
+    pub fn apply(&self, img: &[f32], h: usize, w: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+        match *self {
+            Augment::CropFlip { pad } => random_crop_flip(img, h, w, pad, rng),
+            Augment::ResizedCrop { scale } => {
+                let (cropped, _) =
+                    random_resized_crop(img, None, h, w, scale, (0.75, 4.0 / 3.0), rng);
+                if rng.random_bool(0.5) {
+                    hflip(&cropped, h, w)
+                } else {
+                    cropped
+                }
+            }
+        }
+    }
+}
+
+/// Builds (x: N×3×H×W normalised, y: N×K multi-hot) for the given image indices, each image
+/// augmented by `augment` when given.
 pub fn make_batch(
     data: &Dataset,
     idx: &[usize],
     norm: &Normalization,
-    augment: Option<usize>,
+    augment: Option<Augment>,
     rng: &mut ChaCha8Rng,
     device: &Device,
 ) -> (Tensor<4>, Tensor<2>) {
@@ -51,7 +86,7 @@ pub fn make_batch(
     let mut ys = Vec::with_capacity(idx.len() * k);
     for &i in idx {
         let mut img = match augment {
-            Some(pad) => random_crop_flip(data.image(i), h, w, pad, rng),
+            Some(a) => a.apply(data.image(i), h, w, rng),
             None => data.image(i).to_vec(),
         };
         norm.apply(&mut img);

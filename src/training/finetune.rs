@@ -293,7 +293,7 @@ pub fn fine_tune_lockstep(
             let lr = cfg
                 .schedule
                 .lr(cfg.lr, epoch * steps_per_epoch + step, total);
-            let aug = cfg.augment.then_some(cfg.crop_pad);
+            let aug = cfg.augmenter();
             let (x, y) = make_batch(data, idx, norm, aug, &mut data_rng, &device);
             // Teacher: evaluation mode on the plain device, constants for the students' losses.
             let t_feat = teacher.features(x.clone().inner());

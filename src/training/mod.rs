@@ -7,7 +7,7 @@ pub mod checkpoint;
 pub mod finetune;
 pub mod schedule;
 
-pub use batch::{Normalization, make_batch};
+pub use batch::{Augment, Normalization, make_batch};
 pub use finetune::{
     FineTuneSpec, MatchConfig, MatchLayer, MatchTarget, StudentRun, fine_tune, fine_tune_lockstep,
 };
@@ -52,6 +52,36 @@ pub struct TrainConfig {
     pub crop_pad: usize,
     /// The optimiser.
     pub optimizer: OptimizerKind,
+    /// What `augment` does: `crop-flip` (padded random crop + flip; default) or `resized-crop`
+    /// (torchvision's RandomResizedCrop + flip, as the paper's code). Omitted from saved
+    /// settings at its default so checkpoints of older runs stay valid.
+    #[serde(skip_serializing_if = "is_default")]
+    pub augmentation: AugmentKind,
+    /// Area fraction range of `resized-crop` (torchvision: 0.08..1).
+    #[serde(skip_serializing_if = "is_default_crop_scale")]
+    pub crop_scale: [f32; 2],
+}
+
+/// Which training augmentation [`TrainConfig::augment`] applies.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum AugmentKind {
+    /// Zero-padded random crop of `crop_pad` pixels and horizontal flip.
+    #[default]
+    CropFlip,
+    /// RandomResizedCrop (area in `crop_scale`, aspect ratio 3/4..4/3) and horizontal flip.
+    ResizedCrop,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// torchvision's RandomResizedCrop area range.
+pub const DEFAULT_CROP_SCALE: [f32; 2] = [0.08, 1.0];
+
+fn is_default_crop_scale(v: &[f32; 2]) -> bool {
+    *v == DEFAULT_CROP_SCALE
 }
 
 /// Which optimiser a stage uses.
@@ -76,6 +106,8 @@ impl Default for TrainConfig {
             augment: true,
             crop_pad: 4,
             optimizer: OptimizerKind::Sgd,
+            augmentation: AugmentKind::CropFlip,
+            crop_scale: DEFAULT_CROP_SCALE,
         }
     }
 }
@@ -95,7 +127,24 @@ impl TrainConfig {
         if self.weight_decay < 0.0 {
             bail!("{stage}: weight_decay must be >= 0");
         }
+        let [lo, hi] = self.crop_scale;
+        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+            bail!("{stage}: crop_scale must satisfy 0 < min <= max <= 1, got [{lo}, {hi}]");
+        }
         self.schedule.validate(stage)
+    }
+
+    /// The augmentation of a training batch, or None without augmentation.
+    pub fn augmenter(&self) -> Option<Augment> {
+        if !self.augment {
+            return None;
+        }
+        Some(match self.augmentation {
+            AugmentKind::CropFlip => Augment::CropFlip { pad: self.crop_pad },
+            AugmentKind::ResizedCrop => Augment::ResizedCrop {
+                scale: (self.crop_scale[0], self.crop_scale[1]),
+            },
+        })
     }
 
     /// The SGD optimiser these settings describe.
@@ -223,14 +272,7 @@ pub fn train_supervised(
         for (step, idx) in batches.iter().enumerate() {
             let global = epoch * steps_per_epoch + step;
             let lr = cfg.schedule.lr(cfg.lr, global, total);
-            let (x, y) = make_batch(
-                data,
-                idx,
-                norm,
-                cfg.augment.then_some(cfg.crop_pad),
-                &mut rng,
-                &device,
-            );
+            let (x, y) = make_batch(data, idx, norm, cfg.augmenter(), &mut rng, &device);
             let drop = draw_dropout(&model, idx.len(), &mut rng, &device);
             let logits = model.head_with_dropout(model.features(x), &drop);
             let loss = bce_with_logits(logits, y);
