@@ -11,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod evaluation;
 pub mod experiment;
+pub mod export;
 pub mod matching;
 pub mod metrics;
 pub mod models;
