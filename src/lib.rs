@@ -12,6 +12,7 @@ pub mod data;
 pub mod evaluation;
 pub mod experiment;
 pub mod explain;
+pub mod export;
 pub mod matching;
 pub mod metrics;
 pub mod models;

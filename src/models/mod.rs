@@ -1,8 +1,12 @@
 //! Networks (the VGG family) and their persistence: weights as `.safetensors` next to a JSON
 //! architecture description, written atomically.
 
+pub mod torchvision;
 pub mod vgg;
 
+pub use torchvision::{
+    import_torchvision_vgg, import_torchvision_vgg_new_head, torchvision_vgg_arch,
+};
 pub use vgg::{HeadDropout, LayoutItem, Vgg, VggArch, preset_layout};
 
 use crate::util::write_atomic;

@@ -18,6 +18,10 @@ pub fn preset_layout(name: &str) -> Option<&'static str> {
         // torchvision cfg "D"
         "vgg16" => "64,64,M,128,128,M,256,256,256,M,512,512,512,M,512,512,512,M",
         "vgg11" => "64,M,128,M,256,256,M,512,512,M,512,512,M",
+        // torchvision cfg "B"
+        "vgg13" => "64,64,M,128,128,M,256,256,M,512,512,M,512,512,M",
+        // torchvision cfg "E"
+        "vgg19" => "64,64,M,128,128,M,256,256,256,256,M,512,512,512,512,M,512,512,512,512,M",
         // sized for 64x64 inputs on a 2-core CPU: last conv at 8x8, pool5 at 4x4
         "small" => "16,M,32,M,64,M,128,128,M",
         "tiny" => "16,M,32,M,64,M,64,M",
@@ -29,7 +33,7 @@ pub fn preset_layout(name: &str) -> Option<&'static str> {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct VggArch {
-    /// A preset name (`vgg16`, `vgg11`, `small`, `tiny`) or a list like `32,M,64,M`.
+    /// A preset name (`vgg11`, `vgg13`, `vgg16`, `vgg19`, `small`, `tiny`) or a list like `32,M,64,M`.
     pub layout: String,
     /// Every conv layer's channel count is divided by this (paper's students: 2, 4, 8).
     pub width_divisor: usize,
