@@ -26,6 +26,12 @@ pub struct TeacherConfig {
     pub arch: VggArch,
     /// Supervised training.
     pub train: TrainConfig,
+    /// torchvision VGG-BN weights (`.safetensors` or `.pth`) to start from instead of a random
+    /// init; `arch` must then be the matching torchvision layout (e.g. `layout = "vgg16"`,
+    /// `hidden = [4096, 4096]`, 224 input). The last classifier layer is replaced by a fresh
+    /// one when the dataset has other than 1000 classes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<std::path::PathBuf>,
 }
 
 /// Where the per-channel input normalisation comes from.
@@ -142,6 +148,7 @@ impl ExperimentConfig {
                     epochs: 30,
                     ..train.clone()
                 },
+                pretrained: None,
             },
             compressions: vec!["kd".into()],
             kd: Distillation::default(),

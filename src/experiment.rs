@@ -172,10 +172,19 @@ fn evaluate_row(ctx: &Ctx, t: &Trained, reference: &MapSet) -> Result<(ResultRow
 /// Trains (or resumes) the teacher.
 fn train_teacher(ctx: &Ctx) -> Result<Trained> {
     let start = Instant::now();
-    let teacher = ctx
+    let arch = ctx
         .cfg
-        .teacher_arch_for(ctx.splits.train.num_classes(), ctx.splits.train.height)
-        .init(&ctx.ad, derive_seed(ctx.seed, "teacher-init"))?;
+        .teacher_arch_for(ctx.splits.train.num_classes(), ctx.splits.train.height);
+    let init_seed = derive_seed(ctx.seed, "teacher-init");
+    let teacher = match &ctx.cfg.teacher.pretrained {
+        None => arch.init(&ctx.ad, init_seed)?,
+        Some(path) if arch.num_classes == 1000 => {
+            crate::models::import_torchvision_vgg(&arch, path, &ctx.ad)?
+        }
+        Some(path) => {
+            crate::models::import_torchvision_vgg_new_head(&arch, path, &ctx.ad, init_seed)?
+        }
+    };
     let dir = ctx.dir.join("teacher");
     let teacher = training::train_supervised(
         teacher,

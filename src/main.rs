@@ -29,6 +29,14 @@ enum Backend {
     Wgpu,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    /// ONNX (opset 13), BatchNorm folded, dynamic batch.
+    Onnx,
+    /// safetensors with torchvision-style names + a JSON architecture description.
+    Torch,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Train a teacher, distil students with each regularizer, evaluate, report.
@@ -88,6 +96,39 @@ enum Command {
         info: Option<PathBuf>,
         /// Output folder for the overlays and explanations.json.
         #[arg(long, default_value = "explanations")]
+        out: PathBuf,
+    },
+    /// Export a saved network for deployment: ONNX, or safetensors + JSON for PyTorch users.
+    Export {
+        /// The network's weights (`model.safetensors` in a run folder).
+        #[arg(long)]
+        model: PathBuf,
+        /// Output path without extension (`.onnx`, or `.safetensors` + `.json`, are added).
+        #[arg(long)]
+        out: PathBuf,
+        /// `onnx` or `torch`.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Onnx)]
+        format: ExportFormat,
+        /// Dataset description (class names, normalisation); default: the run's dataset.json.
+        #[arg(long)]
+        info: Option<PathBuf>,
+        /// ONNX: leave the input normalisation out of the graph (inputs are then normalised).
+        #[arg(long)]
+        no_normalization: bool,
+    },
+    /// Import torchvision VGG-BN weights (`.safetensors` or `.pth`) as a faithful network.
+    Import {
+        /// torchvision architecture: vgg11_bn, vgg13_bn, vgg16_bn or vgg19_bn.
+        #[arg(long, default_value = "vgg16_bn")]
+        arch: String,
+        /// The state_dict file.
+        #[arg(long)]
+        weights: PathBuf,
+        /// Replace the classifier's last layer by a fresh one with this many classes.
+        #[arg(long)]
+        num_classes: Option<usize>,
+        /// Where to write the faithful network (`.safetensors`, with its `.arch.json`).
+        #[arg(long)]
         out: PathBuf,
     },
     /// Print the built-in experiment config as TOML (a starting point for --config).
@@ -215,6 +256,73 @@ fn main() -> Result<()> {
                 }
             }
             println!("wrote {}", out.join("explanations.json").display());
+        }
+        Command::Export {
+            model,
+            out,
+            format,
+            info,
+            no_normalization,
+        } => {
+            let dev = device(cli.backend)?;
+            let net = faithful::models::load_model(&model, &dev)?;
+            let info_path = info.or_else(|| faithful::explain::find_dataset_info(&model));
+            let info = info_path
+                .as_deref()
+                .map(faithful::explain::DatasetInfo::load)
+                .transpose()?;
+            let norm = info
+                .as_ref()
+                .filter(|_| !no_normalization)
+                .map(|i| (i.normalization.mean, i.normalization.std));
+            let written = match format {
+                ExportFormat::Onnx => {
+                    let path = out.with_extension("onnx");
+                    faithful::export::export_onnx(&net, &path, norm)?;
+                    path.display().to_string()
+                }
+                ExportFormat::Torch => {
+                    let names = info.as_ref().map(|i| i.class_names.as_slice());
+                    faithful::export::export_torch_with_normalization(&net, &out, names, norm)?;
+                    let (w, j) = faithful::export::torch::export_paths(&out);
+                    format!("{} and {}", w.display(), j.display())
+                }
+            };
+            if info.is_none() {
+                eprintln!(
+                    "note: no dataset.json found; class names and normalisation not recorded"
+                );
+            }
+            println!(
+                "wrote {written} ({} parameters, {:.2} MMACs)",
+                net.params(),
+                net.macs() as f64 / 1e6
+            );
+        }
+        Command::Import {
+            arch,
+            weights,
+            num_classes,
+            out,
+        } => {
+            let dev = device(cli.backend)?;
+            let net = match num_classes {
+                Some(k) => {
+                    let a = faithful::models::torchvision_vgg_arch(&arch, k)?;
+                    faithful::models::import_torchvision_vgg_new_head(&a, &weights, &dev, 0)?
+                }
+                None => {
+                    let a = faithful::models::torchvision_vgg_arch(&arch, 1000)?;
+                    faithful::models::import_torchvision_vgg(&a, &weights, &dev)?
+                }
+            };
+            faithful::models::save_model(&net, &out)?;
+            println!(
+                "wrote {} ({} parameters, {} classes)",
+                out.display(),
+                net.params(),
+                net.arch.num_classes
+            );
         }
         Command::Config { quick } => {
             print!("{}", load_config(&None, quick)?.to_toml()?);
