@@ -191,3 +191,78 @@ fn any_size_named_class_and_bad_input() {
     assert!(e.contains("nothing-here.json"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn faithful(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_faithful"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_cli_explains_exports_and_reports_bad_input() {
+    let dir = temp_dir("cli");
+    let (model_path, _) = setup(&dir);
+    let model = model_path.to_str().unwrap();
+    let img = dir.join("pic.png");
+    picture(40, 30).save(&img).unwrap();
+    let out = dir.join("explained");
+    let run = faithful(&[
+        "explain",
+        "--model",
+        model,
+        "--top",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        img.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("pic.png (40x30)"), "{stdout}");
+    assert!(out.join("explanations.json").is_file());
+
+    let onnx = dir.join("net");
+    let run = faithful(&["export", "--model", model, "--out", onnx.to_str().unwrap()]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(dir.join("net.onnx").is_file());
+    let torch = dir.join("torchnet");
+    let run = faithful(&[
+        "export",
+        "--model",
+        model,
+        "--format",
+        "torch",
+        "--out",
+        torch.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let json = std::fs::read_to_string(dir.join("torchnet.json")).unwrap();
+    // the run's dataset.json was found: class names travel with the export
+    assert!(json.contains("ankle boot"), "{json}");
+
+    let run = faithful(&[
+        "import",
+        "--weights",
+        "/nonexistent/vgg16_bn.pth",
+        "--out",
+        dir.join("x.safetensors").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(stderr.contains("/nonexistent/vgg16_bn.pth"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
