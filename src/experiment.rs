@@ -14,7 +14,7 @@ use crate::models::{Vgg, save_model};
 use crate::report::{self, ResultRow, overlay};
 use crate::training::{self, FineTuneSpec, Normalization, StudentRun, TrainConfig};
 use crate::util::{derive_seed, write_atomic};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -55,6 +55,7 @@ struct Ctx<'a> {
 pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcome> {
     cfg.validate()?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    refuse_other_data(cfg, &out.join("config.toml"))?;
     write_atomic(&out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
     eprintln!("loading the {} dataset ...", cfg.dataset.name());
     let splits = cfg.dataset.load(&cfg.data)?;
@@ -136,6 +137,33 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
         table,
         out: out.to_path_buf(),
     })
+}
+
+/// Stage checkpoints are keyed by their training settings, not by the data they saw; resuming
+/// into a folder whose run used other data (or another normalisation or starting point) would
+/// silently mix the two, so it is refused.
+fn refuse_other_data(cfg: &ExperimentConfig, saved: &Path) -> Result<()> {
+    if !saved.exists() {
+        return Ok(());
+    }
+    let old = ExperimentConfig::load(saved)
+        .with_context(|| format!("{} exists but cannot be read", saved.display()))?;
+    let identity = |c: &ExperimentConfig| {
+        (
+            c.dataset.clone(),
+            c.data.clone(),
+            c.input_norm,
+            c.teacher.pretrained.clone(),
+        )
+    };
+    if identity(&old) != identity(cfg) {
+        bail!(
+            "{} holds a run on other data (dataset, data, input_norm or teacher.pretrained \
+             differ); choose another output folder",
+            saved.parent().unwrap_or(saved).display()
+        );
+    }
+    Ok(())
 }
 
 fn network_name(model: &Vgg) -> String {

@@ -10,6 +10,11 @@ fn manifest(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
+/// Equal up to JSON's float round trip; NaN (no predicted pairs) equals NaN.
+fn same(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || (a - b).abs() < 1e-9
+}
+
 #[test]
 fn a_voc_layout_directory_trains_and_evaluates_from_a_config_alone() {
     let dir = tempfile::tempdir().unwrap();
@@ -49,7 +54,7 @@ fn a_voc_layout_directory_trains_and_evaluates_from_a_config_alone() {
             (&a.network, &a.compression, &a.regularizer),
             (&b.network, &b.compression, &b.regularizer)
         );
-        assert!((a.map - b.map).abs() < 1e-9 && (a.l2 - b.l2).abs() < 1e-9);
+        assert!(same(a.map, b.map) && same(a.l2, b.l2), "{a:?} vs {b:?}");
     }
     for r in &rows {
         assert!(r.map.is_finite() && (0.0..=100.0).contains(&r.map), "{r:?}");
@@ -87,4 +92,28 @@ fn a_missing_dataset_directory_is_named_in_the_error() {
         faithful::experiment::run(&cfg, dir.path(), &Device::flex()).unwrap_err()
     );
     assert!(err.contains("/nonexistent/VOCdevkit-here"), "{err}");
+}
+
+#[test]
+fn resuming_into_a_folder_of_a_run_on_other_data_is_refused() {
+    let mut cfg = ExperimentConfig::load(&manifest("configs/ci.toml")).unwrap();
+    cfg.compressions = vec!["kd".into()];
+    cfg.regularizers = vec!["none".into()];
+    let dir = tempfile::tempdir().unwrap();
+    faithful::experiment::run(&cfg, dir.path(), &Device::flex()).unwrap();
+    // other seeds and epochs resume fine; other data does not
+    cfg.seeds = vec![0];
+    cfg.data.seed += 1;
+    let err = format!(
+        "{:#}",
+        faithful::experiment::run(&cfg, dir.path(), &Device::flex()).unwrap_err()
+    );
+    assert!(err.contains("other data"), "{err}");
+    cfg.data.seed -= 1;
+    cfg.input_norm = faithful::config::InputNorm::Imagenet;
+    let err = format!(
+        "{:#}",
+        faithful::experiment::run(&cfg, dir.path(), &Device::flex()).unwrap_err()
+    );
+    assert!(err.contains("other data"), "{err}");
 }
