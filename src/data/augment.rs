@@ -14,6 +14,7 @@ pub struct CropFlip {
     pub pad: usize,
     /// Crop offset into the padded image, each in `0..=2*pad`.
     pub dy: usize,
+    /// Horizontal offset of the crop in the padded image.
     pub dx: usize,
     /// Whether the crop is then flipped left-right.
     pub flip: bool,
@@ -118,9 +119,13 @@ pub fn hflip(img: &[f32], h: usize, w: usize) -> Vec<f32> {
 /// A crop rectangle in pixel coordinates of an image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CropBox {
+    /// First row of the crop.
     pub top: usize,
+    /// First column of the crop.
     pub left: usize,
+    /// Crop height.
     pub height: usize,
+    /// Crop width.
     pub width: usize,
 }
 

@@ -63,13 +63,17 @@ pub struct FashionCanvasConfig {
     pub seed: u64,
     /// Canvas side in pixels (32..=256).
     pub size: usize,
+    /// Number of training canvases.
     pub n_train: usize,
+    /// Number of validation canvases.
     pub n_val: usize,
+    /// Number of test canvases.
     pub n_test: usize,
     /// Each canvas holds 1..=max_items items of distinct classes.
     pub max_items: usize,
     /// Range of the scale factor applied to the 28-pixel photos (side = 28 × scale).
     pub min_scale: f32,
+    /// Upper end of the scale range.
     pub max_scale: f32,
     /// Mask threshold, as a fraction of the photo's maximum intensity.
     pub mask_threshold: f32,
@@ -146,9 +150,13 @@ impl FashionCanvasConfig {
 /// Images of an IDX file of unsigned bytes: `n` images of `rows×cols`, row-major.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdxImages {
+    /// Number of images.
     pub n: usize,
+    /// Rows per image.
     pub rows: usize,
+    /// Columns per image.
     pub cols: usize,
+    /// Pixels, image after image, row-major.
     pub data: Vec<u8>,
 }
 
@@ -234,9 +242,13 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
 /// The Fashion-MNIST photos and labels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FashionMnist {
+    /// The 60,000 training photographs.
     pub train_images: IdxImages,
+    /// Their labels (0..=9).
     pub train_labels: Vec<u8>,
+    /// The 10,000 test photographs.
     pub test_images: IdxImages,
+    /// Their labels (0..=9).
     pub test_labels: Vec<u8>,
 }
 
@@ -307,17 +319,23 @@ pub fn load_fashion_mnist(dir: &Path) -> Result<FashionMnist> {
 /// One pasted item.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlacedItem {
+    /// Class index of the item.
     pub class: usize,
     /// Index of the photo in its IDX file (train file for train/val, t10k for test).
     pub photo: usize,
     /// Top-left corner and size of the scaled photo on the canvas.
     pub x0: usize,
+    /// Top row of the item on the canvas.
     pub y0: usize,
+    /// Item height in pixels.
     pub height: usize,
+    /// Item width in pixels.
     pub width: usize,
+    /// RGB tint of the item.
     pub color: [f32; 3],
     /// Mask pixels of the item, and those still visible after later items.
     pub area: usize,
+    /// Mask pixels still visible after later items were pasted.
     pub visible: usize,
 }
 
@@ -339,6 +357,7 @@ pub struct CanvasImage {
     pub seg: Vec<u8>,
     /// Multi-hot labels over [`FASHION_CLASSES`].
     pub labels: Vec<u8>,
+    /// How the canvas was composed.
     pub info: CanvasInfo,
 }
 

@@ -42,6 +42,7 @@ pub struct FolderConfig {
     pub seed: u64,
     /// Fractions of those entries going to val and test (the rest is train).
     pub val_fraction: f32,
+    /// Fraction of unsplit images that go to the test split.
     pub test_fraction: f32,
     /// Make a missing mask an error instead of an all-ignore segmentation.
     pub require_masks: bool,

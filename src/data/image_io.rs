@@ -66,7 +66,9 @@ pub fn read_rgb_resized(path: &Path, size: usize) -> Result<(Vec<f32>, (usize, u
 /// A raw class-index map read from a PNG mask.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexMap {
+    /// Rows.
     pub height: usize,
+    /// Columns.
     pub width: usize,
     /// height*width indices, row-major.
     pub data: Vec<u8>,

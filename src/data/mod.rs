@@ -23,9 +23,13 @@ pub const SEG_BACKGROUND: u8 = 0;
 /// An in-memory multi-label image dataset with per-pixel class masks.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
+    /// Dataset name (shown in reports and errors).
     pub name: String,
+    /// Class names, in label order.
     pub class_names: Vec<String>,
+    /// Image height in pixels.
     pub height: usize,
+    /// Image width in pixels.
     pub width: usize,
     /// n*3*h*w floats, each image CHW, RGB in [0,1].
     pub images: Vec<f32>,
@@ -85,10 +89,12 @@ impl Dataset {
         self.images.len() / per
     }
 
+    /// Whether the dataset has no images.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Number of classes.
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
     }
@@ -297,8 +303,11 @@ impl Dataset {
 /// Train/validation/test splits.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Splits {
+    /// Training images.
     pub train: Dataset,
+    /// Validation images.
     pub val: Dataset,
+    /// Test images (attribution evaluation).
     pub test: Dataset,
 }
 

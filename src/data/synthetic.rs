@@ -56,8 +56,11 @@ pub struct SyntheticConfig {
     pub size: usize,
     /// Number of shape classes used (the first `num_classes` of [`SHAPE_NAMES`]).
     pub num_classes: usize,
+    /// Number of training images.
     pub n_train: usize,
+    /// Number of validation images.
     pub n_val: usize,
+    /// Number of test images.
     pub n_test: usize,
     /// Each image holds 1..=max_objects objects of distinct classes.
     pub max_objects: usize,
@@ -141,25 +144,32 @@ impl SyntheticConfig {
 /// One placed object.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObjectInfo {
+    /// Class index of the object.
     pub class: usize,
     /// Centre in pixel coordinates (pixel (x, y) has its centre at (x+0.5, y+0.5)).
     pub cx: f32,
+    /// Centre row of the object.
     pub cy: f32,
     /// Half-size: the shape lies within [cx-half, cx+half]×[cy-half, cy+half].
     pub half: f32,
+    /// RGB colour of the object.
     pub color: [f32; 3],
     /// Pixels of the full shape and pixels still visible after later objects are drawn.
     pub area: usize,
+    /// Mask pixels still visible after later objects were drawn.
     pub visible: usize,
 }
 
 /// One drawn context cue patch.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CueInfo {
+    /// Class whose cue this is.
     pub class: usize,
     /// Top-left corner and side of the square patch, in pixels.
     pub x0: usize,
+    /// Top row of the cue patch.
     pub y0: usize,
+    /// Side of the square cue patch.
     pub side: usize,
     /// True when the class is absent from the image (a decoy).
     pub decoy: bool,
@@ -207,6 +217,7 @@ pub struct SyntheticImage {
     pub seg: Vec<u8>,
     /// num_classes multi-hot labels.
     pub labels: Vec<u8>,
+    /// How the image was composed.
     pub info: ImageInfo,
 }
 

@@ -67,10 +67,13 @@ pub struct VocConfig {
     pub root: PathBuf,
     /// Side of the square images after resizing.
     pub size: usize,
+    /// Whether objects marked difficult make their class present.
     pub difficult: Difficult,
     /// Keep only the first N images of each split, in list order (deterministic).
     pub max_train: Option<usize>,
+    /// Keep at most this many validation images (list order).
     pub max_val: Option<usize>,
+    /// Keep at most this many test images (list order).
     pub max_test: Option<usize>,
 }
 
