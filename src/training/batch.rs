@@ -97,3 +97,62 @@ pub fn make_batch(
     let y = Tensor::from_data(TensorData::new(ys, [idx.len(), k]), device);
     (x, y)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn ramp(h: usize, w: usize) -> Vec<f32> {
+        (0..3 * h * w)
+            .map(|v| v as f32 / (3 * h * w) as f32)
+            .collect()
+    }
+
+    #[test]
+    fn a_full_area_resized_crop_is_the_image_or_its_mirror() {
+        // Area fraction 1 on a square image leaves only the whole image (torchvision falls back
+        // to it when no sampled aspect ratio fits), so only the flip remains random.
+        let (h, w) = (6, 6);
+        let img = ramp(h, w);
+        let mirror = hflip(&img, h, w);
+        let aug = Augment::ResizedCrop { scale: (1.0, 1.0) };
+        let mut seen = (0, 0);
+        for seed in 0..40 {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let out = aug.apply(&img, h, w, &mut rng);
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+            if close(&out, &img) {
+                seen.0 += 1;
+            } else if close(&out, &mirror) {
+                seen.1 += 1;
+            } else {
+                panic!("seed {seed}: neither the image nor its mirror");
+            }
+        }
+        assert!(seen.0 > 5 && seen.1 > 5, "{seen:?}");
+    }
+
+    #[test]
+    fn small_resized_crops_magnify_a_part_of_the_image() {
+        // A left half black, right half white image: a crop of at most 10% of the area lies
+        // (almost) within one half, so most pixels of the output are near 0 or near 1.
+        let (h, w) = (20, 20);
+        let mut img = vec![0f32; 3 * h * w];
+        for c in 0..3 {
+            for y in 0..h {
+                for x in w / 2..w {
+                    img[c * h * w + y * w + x] = 1.0;
+                }
+            }
+        }
+        let aug = Augment::ResizedCrop { scale: (0.05, 0.1) };
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let out = aug.apply(&img, h, w, &mut rng);
+        let mid = out.iter().filter(|&&v| v > 0.1 && v < 0.9).count();
+        // the crop's columns are at least ~3 source pixels wide, so the edge, if inside,
+        // blurs into at most a few output columns out of 20
+        assert!(mid <= 3 * h * 8, "{mid} intermediate values");
+        assert_ne!(out, img);
+    }
+}
