@@ -163,7 +163,7 @@ impl TrainConfig {
     /// The SGD optimiser these settings describe.
     pub fn optimizer(&self) -> ModuleOptimizer {
         let clip =
-            (self.grad_clip > 0.0).then(|| GradientClippingConfig::Norm(self.grad_clip as f32));
+            (self.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(self.grad_clip as f32));
         if self.optimizer == OptimizerKind::Adamw {
             return AdamWConfig::new()
                 .with_beta_1(self.momentum as f32)
