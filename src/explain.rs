@@ -6,6 +6,7 @@
 //! any model of a run can be explained without further flags.
 
 use crate::attribution::Attribution;
+use crate::data::image_io::{read_rgb, resize_bilinear};
 use crate::models::{Vgg, load_model};
 use crate::report::overlay::{Panel, grid, render_panel, save_png};
 use crate::training::Normalization;
@@ -91,54 +92,9 @@ pub struct ImageExplanation {
     pub classes: Vec<ClassExplanation>,
 }
 
-/// An RGB image as CHW floats in [0, 1].
-struct Chw {
-    data: Vec<f32>,
-    height: usize,
-    width: usize,
-}
-
 /// Overlays are drawn on the original image, but very large photos are shrunk to this longest
 /// side first so that the PNGs stay a sensible size.
-const MAX_OVERLAY_SIDE: u32 = 512;
-
-fn decode(path: &Path) -> Result<image::RgbImage> {
-    let reader = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read image {}", path.display()))?;
-    let img = reader.decode().with_context(|| {
-        format!(
-            "{}: not a decodable image (corrupt or unsupported)",
-            path.display()
-        )
-    })?;
-    ensure!(
-        img.width() > 0 && img.height() > 0,
-        "{}: image has no pixels",
-        path.display()
-    );
-    Ok(img.to_rgb8())
-}
-
-fn to_chw(img: &image::RgbImage) -> Chw {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let mut data = vec![0f32; 3 * h * w];
-    for (x, y, p) in img.enumerate_pixels() {
-        for c in 0..3 {
-            data[c * h * w + y as usize * w + x as usize] = p[c] as f32 / 255.0;
-        }
-    }
-    Chw {
-        data,
-        height: h,
-        width: w,
-    }
-}
-
-fn resize(img: &image::RgbImage, w: u32, h: u32) -> image::RgbImage {
-    image::imageops::resize(img, w, h, image::imageops::FilterType::Triangle)
-}
+const MAX_OVERLAY_SIDE: usize = 512;
 
 fn class_indices(choice: &ClassChoice, probs: &[f32], names: &[String]) -> Result<Vec<usize>> {
     match choice {
@@ -191,8 +147,9 @@ pub fn explain_image(
         info.class_names.len(),
         model.arch.num_classes
     );
-    let original = decode(image_path)?;
-    let mut input = to_chw(&resize(&original, side as u32, side as u32)).data;
+    // The same decoding and resizing as the datasets', so the network sees what it trained on.
+    let (original, orig_h, orig_w) = read_rgb(image_path)?;
+    let mut input = resize_bilinear(&original, orig_h, orig_w, side, side);
     info.normalization.apply(&mut input);
     let device = model.devices()[0].clone();
     let x = Tensor::<4>::from_data(TensorData::new(input, [1, 3, side, side]), &device);
@@ -200,10 +157,10 @@ pub fn explain_image(
     let probabilities: Vec<f32> = logits.iter().map(|&v| sigmoid(v)).collect();
     let chosen = class_indices(choice, &probabilities, &info.class_names)?;
 
-    let scale = (MAX_OVERLAY_SIDE as f32 / original.width().max(original.height()) as f32).min(1.0);
-    let shown_w = ((original.width() as f32 * scale).round() as u32).max(1);
-    let shown_h = ((original.height() as f32 * scale).round() as u32).max(1);
-    let shown = to_chw(&resize(&original, shown_w, shown_h));
+    let scale = (MAX_OVERLAY_SIDE as f32 / orig_w.max(orig_h) as f32).min(1.0);
+    let shown_w = ((orig_w as f32 * scale).round() as usize).max(1);
+    let shown_h = ((orig_h as f32 * scale).round() as usize).max(1);
+    let shown = resize_bilinear(&original, orig_h, orig_w, shown_h, shown_w);
     let stem = image_path
         .file_stem()
         .map(|s| file_safe(&s.to_string_lossy()))
@@ -214,15 +171,15 @@ pub fn explain_image(
         let maps = method.maps(model, x.clone(), &[k])?;
         let [_, h, w] = maps.dims();
         let map = tensor_vec(maps.into_data())?;
-        let upsampled = crate::metrics::upsample_bilinear(&map, h, w, shown.height, shown.width)?;
+        let upsampled = crate::metrics::upsample_bilinear(&map, h, w, shown_h, shown_w)?;
         let peak_idx = argmax(&upsampled);
-        let peak_shown = (peak_idx % shown.width, peak_idx / shown.width);
+        let peak_shown = (peak_idx % shown_w, peak_idx / shown_w);
         let peak = (
             ((peak_shown.0 as f32 + 0.5) / scale) as usize,
             ((peak_shown.1 as f32 + 0.5) / scale) as usize,
         );
         let plain = Panel {
-            image: &shown.data,
+            image: &shown,
             map: None,
             mask: None,
             mark_max: false,
@@ -234,8 +191,8 @@ pub fn explain_image(
         };
         let figure = grid(
             &[vec![
-                render_panel(&plain, shown.height, shown.width, 1)?,
-                render_panel(&overlay, shown.height, shown.width, 1)?,
+                render_panel(&plain, shown_h, shown_w, 1)?,
+                render_panel(&overlay, shown_h, shown_w, 1)?,
             ]],
             4,
         );
@@ -251,7 +208,7 @@ pub fn explain_image(
     }
     Ok(ImageExplanation {
         image: image_path.to_path_buf(),
-        size: (original.width(), original.height()),
+        size: (orig_w as u32, orig_h as u32),
         probabilities,
         classes,
     })

@@ -19,7 +19,7 @@
 //! are shuffled deterministically by `seed` and cut by `val_fraction`/`test_fraction`. Each
 //! split keeps the file order of the label list.
 
-use super::image_io::{read_index_png, read_rgb_resized, resize_nearest};
+use super::image_io::{read_mask_of, read_rgb_resized, resize_nearest};
 use super::{Dataset, SEG_BACKGROUND, SEG_IGNORE, Splits};
 use crate::util::derive_seed;
 use anyhow::{Context, Result, bail, ensure};
@@ -354,15 +354,7 @@ fn load_entry(
     }
     let mask_path = mask_path(&cfg.root, &e.file);
     let seg = if mask_path.is_file() {
-        let m = read_index_png(&mask_path)?;
-        ensure!(
-            (m.height, m.width) == (h, w),
-            "mask file {} is {}x{} but its image {} is {h}x{w}",
-            mask_path.display(),
-            m.height,
-            m.width,
-            path.display()
-        );
+        let m = read_mask_of(&mask_path, &path, (h, w))?;
         for &v in &m.data {
             if v == SEG_BACKGROUND || v == SEG_IGNORE {
                 continue;

@@ -124,6 +124,20 @@ pub fn read_index_png(path: &Path) -> Result<IndexMap> {
     })
 }
 
+/// Reads the index mask of `image` (whose size was `(h, w)`), checking that the two sizes agree.
+pub fn read_mask_of(mask: &Path, image: &Path, (h, w): (usize, usize)) -> Result<IndexMap> {
+    let m = read_index_png(mask)?;
+    ensure!(
+        (m.height, m.width) == (h, w),
+        "mask file {} is {}x{} but its image {} is {h}x{w}",
+        mask.display(),
+        m.height,
+        m.width,
+        image.display()
+    );
+    Ok(m)
+}
+
 /// Nearest-neighbour resize of a single-channel `h×w` map to `out_h×out_w`: output pixel
 /// `(y, x)` takes the source pixel containing its centre, `floor((y + 0.5) * h / out_h)`,
 /// computed in integers so the choice is exact.

@@ -16,7 +16,7 @@
 //! Images of `Segmentation/val` are also dropped from train, so the test set stays unseen
 //! even in a modified split list.
 
-use super::image_io::{read_index_png, read_rgb_resized, resize_nearest};
+use super::image_io::{read_mask_of, read_rgb_resized, resize_nearest};
 use super::{Dataset, SEG_BACKGROUND, SEG_IGNORE, Splits};
 use anyhow::{Context, Result, bail, ensure};
 use rayon::prelude::*;
@@ -203,15 +203,7 @@ fn load_item(dir: &Path, cfg: &VocConfig, id: &str, with_mask: bool) -> Result<I
     let labels = parse_annotation(&xml_path, cfg.difficult)?;
     let seg = if with_mask {
         let mask_path = dir.join("SegmentationClass").join(format!("{id}.png"));
-        let m = read_index_png(&mask_path)?;
-        ensure!(
-            (m.height, m.width) == (h, w),
-            "mask file {} is {}x{} but its image {} is {h}x{w}",
-            mask_path.display(),
-            m.height,
-            m.width,
-            img_path.display()
-        );
+        let m = read_mask_of(&mask_path, &img_path, (h, w))?;
         let mut seg = resize_nearest(&m.data, h, w, s, s);
         for v in &mut seg {
             if *v == SEG_BACKGROUND || *v == SEG_IGNORE {
