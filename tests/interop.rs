@@ -353,6 +353,46 @@ fn torchvision_import_matches_an_independent_forward_from_safetensors_and_pth() 
     std::fs::remove_dir_all(&dir).ok();
 }
 
+fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// The real thing where torch and torchvision are installed: a `torch.save`d torchvision
+/// `vgg11_bn` (random weights, randomised BatchNorm statistics) imports with torchvision's own
+/// eval-mode logits.
+#[test]
+fn real_torchvision_checkpoint_imports_with_torchvisions_logits() {
+    if !python_with("torch,torchvision") {
+        eprintln!(
+            "SKIPPED: real torchvision checkpoint (python3 with torch and torchvision not found)"
+        );
+        return;
+    }
+    let device = Device::flex();
+    let dir = tmp("tv-real");
+    let (name, classes, n) = ("vgg11_bn", 5, 2);
+    run_python(
+        "make_torchvision.py",
+        &[name, "5", "2", dir.to_str().unwrap()],
+    );
+    let arch = faithful::models::torchvision_vgg_arch(name, classes).unwrap();
+    let net = import_torchvision_vgg(&arch, &dir.join(format!("{name}.pth")), &device).unwrap();
+    let x = read_f32(&dir.join("x.f32"));
+    let expected = read_f32(&dir.join("y.f32"));
+    let got = floats(net.forward(tensor4(&x, n, 224, &device)));
+    let err = max_rel_diff(&got, &expected);
+    eprintln!("torchvision {name}: max relative logit difference {err:.3e}");
+    assert!(
+        err < 1e-4,
+        "torchvision {name} import vs torchvision: {err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn torchvision_import_names_missing_misshaped_and_unused_tensors() {
     let device = Device::flex();
@@ -459,6 +499,10 @@ fn torch_export_round_trips_and_matches_numpy() {
     if !numpy {
         eprintln!("SKIPPED: numpy check of the PyTorch export (python3 with numpy not found)");
     }
+    let torch = python_with("torch,numpy,safetensors");
+    if !torch {
+        eprintln!("SKIPPED: python/faithful_torch.py check (python3 with torch not found)");
+    }
     for (name, net) in export_cases(&device) {
         let stem = dir.join(name);
         let classes: Vec<String> = (0..5).map(|i| format!("class{i}")).collect();
@@ -490,22 +534,23 @@ fn torch_export_round_trips_and_matches_numpy() {
             .collect();
         assert_eq!(convs, expected, "{name}");
 
+        let (xi, lo) = (
+            dir.join(format!("{name}.x.f32")),
+            dir.join(format!("{name}.y.f32")),
+        );
+        write_f32(&xi, &x);
+        write_f32(&lo, &a);
+        let args = [
+            stem.to_str().unwrap(),
+            xi.to_str().unwrap(),
+            "3",
+            lo.to_str().unwrap(),
+        ];
         if numpy {
-            let (xi, lo) = (
-                dir.join(format!("{name}.x.f32")),
-                dir.join(format!("{name}.y.f32")),
-            );
-            write_f32(&xi, &x);
-            write_f32(&lo, &a);
-            run_python(
-                "check_torch_export.py",
-                &[
-                    stem.to_str().unwrap(),
-                    xi.to_str().unwrap(),
-                    "3",
-                    lo.to_str().unwrap(),
-                ],
-            );
+            run_python("check_torch_export.py", &args);
+        }
+        if torch {
+            run_python("check_faithful_torch.py", &args);
         }
     }
     // torchvision naming of the pruned export: features.4 is the second conv (after a pool)

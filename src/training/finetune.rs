@@ -253,12 +253,13 @@ pub fn fine_tune_lockstep(
             .compression
             .keeps_zeros()
             .then(|| ConvMasks::from_zeros(&run.model));
-        let (model, done) = checkpoint::resume(run.model, &run.dir, &key, &device)?;
+        let (model, optim, done) =
+            checkpoint::resume(run.model, cfg.optimizer(), &run.dir, &key, &device)?;
         states.push(State {
             model,
             done,
             key,
-            optim: cfg.optimizer(),
+            optim,
             spec: run.spec,
             dir: run.dir,
             sums: (0.0, 0.0),
@@ -339,7 +340,7 @@ pub fn fine_tune_lockstep(
             ));
             st.sums = (0.0, 0.0);
             st.done = epoch + 1;
-            checkpoint::save(&st.model, &st.dir, &st.key, epoch + 1)?;
+            checkpoint::save(&st.model, &st.optim, &st.dir, &st.key, epoch + 1)?;
         }
         super::epoch_done(&bar, &label, epoch, cfg.epochs, msg);
     }

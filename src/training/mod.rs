@@ -271,16 +271,31 @@ pub fn train_supervised(
     dir: &Path,
     label: &str,
 ) -> Result<Vgg> {
+    train_supervised_until(model, data, norm, cfg, seed, dir, label, cfg.epochs)
+}
+
+/// [`train_supervised`] that stops (as if interrupted) once `stop_after` epochs are done.
+#[allow(clippy::too_many_arguments)]
+fn train_supervised_until(
+    model: Vgg,
+    data: &Dataset,
+    norm: &Normalization,
+    cfg: &TrainConfig,
+    seed: u64,
+    dir: &Path,
+    label: &str,
+    stop_after: usize,
+) -> Result<Vgg> {
     cfg.validate(label)?;
     let device = model.devices()[0].clone();
     let key = checkpoint::stage_key(&(cfg, seed, &model.arch, "supervised"));
-    let (mut model, start) = checkpoint::resume(model, dir, &key, &device)?;
-    let mut optim = cfg.optimizer();
+    let (mut model, mut optim, start) =
+        checkpoint::resume(model, cfg.optimizer(), dir, &key, &device)?;
     let steps_per_epoch = epoch_batches(data.len(), cfg.batch_size, seed, 0).len();
     let total = steps_per_epoch * cfg.epochs;
     let bar = progress(total as u64, label);
     bar.set_position((start * steps_per_epoch) as u64);
-    for epoch in start..cfg.epochs {
+    for epoch in start..cfg.epochs.min(stop_after) {
         let mut rng =
             ChaCha8Rng::seed_from_u64(derive_seed(seed, &format!("{label}-epoch-{epoch}")));
         let mut sum = 0.0;
@@ -304,7 +319,7 @@ pub fn train_supervised(
             sum / batches.len().max(1) as f64
         );
         epoch_done(&bar, label, epoch, cfg.epochs, msg);
-        checkpoint::save(&model, dir, &key, epoch + 1)?;
+        checkpoint::save(&model, &optim, dir, &key, epoch + 1)?;
     }
     bar.finish_and_clear();
     Ok(model)
@@ -347,6 +362,71 @@ mod tests {
             .into_data()
             .try_to_vec::<f32>()
             .unwrap()[0]
+    }
+
+    fn classifier_weights(model: &Vgg) -> Vec<f32> {
+        model
+            .classifier
+            .weight
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap()
+    }
+
+    /// An interrupted stage resumed in a "new process" (a freshly built network, so fresh
+    /// parameter ids) ends with exactly the weights of an uninterrupted one, because the SGD
+    /// momentum is checkpointed too; without the saved momentum it would not.
+    #[test]
+    fn resuming_after_an_interruption_matches_an_uninterrupted_run() {
+        let device = Device::flex().autodiff();
+        let data = crate::data::synthetic::generate(&crate::data::synthetic::SyntheticConfig {
+            size: 32,
+            num_classes: 3,
+            n_train: 24,
+            n_val: 2,
+            n_test: 2,
+            ..Default::default()
+        })
+        .unwrap()
+        .train;
+        let norm = Normalization::of(&data);
+        let arch = VggArch {
+            layout: "4,M,8,M".into(),
+            num_classes: 3,
+            input_size: 32,
+            ..VggArch::default()
+        };
+        let cfg = TrainConfig {
+            epochs: 3,
+            batch_size: 8,
+            lr: 0.05,
+            momentum: 0.9,
+            ..TrainConfig::default()
+        };
+        let root = std::env::temp_dir().join(format!("faithful-resume-{}", std::process::id()));
+        let run = |dir: &str, stop: usize| {
+            let model = arch.init(&device, 7).unwrap();
+            train_supervised_until(model, &data, &norm, &cfg, 3, &root.join(dir), "t", stop)
+                .unwrap()
+        };
+        let whole = classifier_weights(&run("whole", 3));
+        run("resumed", 1);
+        let resumed = classifier_weights(&run("resumed", 3));
+        assert_eq!(
+            whole, resumed,
+            "resumed run differs from the uninterrupted one"
+        );
+
+        run("no-momentum", 1);
+        std::fs::remove_file(root.join("no-momentum").join("checkpoint.optim.bpk")).unwrap();
+        let restarted = classifier_weights(&run("no-momentum", 3));
+        assert_ne!(
+            whole, restarted,
+            "momentum made no difference: the test proves nothing"
+        );
+        std::fs::remove_dir_all(&root).ok();
     }
 
     #[test]
