@@ -143,7 +143,14 @@ fn device(backend: Backend) -> Result<Device> {
     match backend {
         Backend::Flex => Ok(Device::flex()),
         #[cfg(feature = "wgpu")]
-        Backend::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+        Backend::Wgpu => {
+            eprintln!(
+                "warning: with burn 0.22.1's wgpu backend, training gradients disagree with \
+                 PyTorch's on the reference fixture (inference agrees); use flex for numbers \
+                 you report (README, GPU backend)"
+            );
+            Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+        }
         #[cfg(not(feature = "wgpu"))]
         Backend::Wgpu => {
             anyhow::bail!("this build has no wgpu backend: rebuild with --features wgpu")

@@ -173,3 +173,21 @@ fn the_same_config_and_seed_give_the_same_numbers() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every shipped config parses and passes validation (a typo there would only surface at the
+/// start of an hour-long run otherwise).
+#[test]
+fn every_shipped_config_loads_and_validates() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let cfg = ExperimentConfig::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+            cfg.validate()
+                .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "only {seen} configs found");
+}
