@@ -94,7 +94,7 @@ def main():
     logits = model.head(a)
     c1 = cam_double_backprop(model, a, logits, 3)
     c2 = cam_closed_form(model, a, logits, 3)
-    cam_diff = float((c1 - c2).abs().max() / c1.abs().max().clamp_min(1e-12))
+    cam_diff = float(((c1 - c2).abs().max() / c1.abs().max().clamp_min(1e-12)).detach())
 
     res = {"torch": torch.__version__, "device": str(dev),
            "threads": torch.get_num_threads(), "cam_max_rel_diff": cam_diff}
