@@ -32,6 +32,18 @@ pub const METRICS: [(&str, Metric); 4] = [
 
 /// (sparsity %, mean metric) per round for one regularizer, averaged over seeds.
 fn curve(rows: &[ResultRow], reg: &str, metric: fn(&ResultRow) -> f64) -> Vec<(f64, f64)> {
+    curve_by_round(rows, reg, metric)
+        .into_iter()
+        .map(|(_, x, y)| (x, y))
+        .collect()
+}
+
+/// (round, sparsity %, mean metric) per round for one regularizer, averaged over seeds.
+fn curve_by_round(
+    rows: &[ResultRow],
+    reg: &str,
+    metric: fn(&ResultRow) -> f64,
+) -> Vec<(usize, f64, f64)> {
     let mut rounds: Vec<usize> = rows
         .iter()
         .filter(|r| r.compression == "unstructured" && r.regularizer == reg)
@@ -56,7 +68,7 @@ fn curve(rows: &[ResultRow], reg: &str, metric: fn(&ResultRow) -> f64) -> Vec<(f
             )
             .0;
             let y = mean_std(&members.iter().map(|r| metric(r)).collect::<Vec<_>>()).0;
-            (x, y)
+            (round, x, y)
         })
         .collect()
 }
@@ -93,8 +105,28 @@ fn register_font() {
     });
 }
 
+/// Rounds are evenly spaced on the x axis (each removes the same share of what is left, so this
+/// is a log scale of the weights kept) and labelled with their sparsity: a linear sparsity
+/// axis would squeeze the interesting last rounds into its right edge.
 fn draw(rows: &[ResultRow], regularizers: &[String], path: &Path) -> Result<()> {
     register_font();
+    let mut sparsity_of_round: Vec<(usize, f64)> = regularizers
+        .first()
+        .map(|r| {
+            curve_by_round(rows, r, |r| r.map)
+                .into_iter()
+                .map(|(k, x, _)| (k, x))
+                .collect()
+        })
+        .unwrap_or_default();
+    sparsity_of_round.sort_by_key(|p| p.0);
+    let last_round = sparsity_of_round.last().map_or(1, |p| p.0) as f64;
+    let label = |x: &f64| -> String {
+        sparsity_of_round
+            .iter()
+            .find(|(k, _)| (*k as f64 - x).abs() < 1e-6)
+            .map_or(String::new(), |(_, s)| format!("{s:.1}"))
+    };
     let root = BitMapBackend::new(path, (1400, 380)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| anyhow!("sweep plot: {e}");
     root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -104,14 +136,21 @@ fn draw(rows: &[ResultRow], regularizers: &[String], path: &Path) -> Result<()> 
         "cosine to teacher",
         "normalised l2 to teacher",
     ];
-    for ((panel, (_, metric)), title) in root.split_evenly((1, 4)).iter().zip(METRICS).zip(titles) {
+    for (i, ((panel, (_, metric)), title)) in root
+        .split_evenly((1, 4))
+        .iter()
+        .zip(METRICS)
+        .zip(titles)
+        .enumerate()
+    {
         // undefined points (no correctly predicted pair) are left out of the plot, not drawn at 0
         let curves: Vec<Vec<(f64, f64)>> = regularizers
             .iter()
             .map(|r| {
-                curve(rows, r, metric)
+                curve_by_round(rows, r, metric)
                     .into_iter()
-                    .filter(|p| p.1.is_finite())
+                    .filter(|p| p.2.is_finite())
+                    .map(|(k, _, y)| (k as f64, y))
                     .collect()
             })
             .collect();
@@ -128,14 +167,16 @@ fn draw(rows: &[ResultRow], regularizers: &[String], path: &Path) -> Result<()> 
         let mut chart = ChartBuilder::on(panel)
             .caption(title, ("sans-serif", 18))
             .margin(10)
-            .x_label_area_size(35)
+            .margin_right(22)
+            .x_label_area_size(40)
             .y_label_area_size(50)
-            .build_cartesian_2d(0f64..100f64, (lo - pad)..(hi + pad))
+            .build_cartesian_2d(0.5f64..last_round + 0.5, (lo - pad)..(hi + pad))
             .map_err(|e| err(&e))?;
         chart
             .configure_mesh()
-            .x_desc("pruned conv weights (%)")
-            .x_labels(6)
+            .x_desc("pruned conv weights (%), one step per round")
+            .x_labels(9)
+            .x_label_formatter(&label)
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| err(&e))?;
@@ -152,8 +193,13 @@ fn draw(rows: &[ResultRow], regularizers: &[String], path: &Path) -> Result<()> 
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(|e| err(&e))?;
         }
+        // one legend, where the first panel's curves are not: they stay high until the end
+        if i > 0 {
+            continue;
+        }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .label_font(("sans-serif", 13))
