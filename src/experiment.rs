@@ -7,7 +7,7 @@ use crate::compression::Compression;
 use crate::compression::unstructured::{PruningRound, cumulative_rate, sparsity};
 use crate::config::ExperimentConfig;
 use crate::data::Splits;
-use crate::evaluation::{self, MapSet, ground_truth_pairs};
+use crate::evaluation::{self, MapSet, PairSet, ground_truth_pairs};
 use crate::explain::{DATASET_INFO_FILE, DatasetInfo};
 use crate::matching::{self, Regularizer};
 use crate::models::{Vgg, save_model};
@@ -462,7 +462,7 @@ fn results_markdown(cfg: &ExperimentConfig, dataset: &str, tables: &str) -> Stri
          SSWA mode {:?}, drop {}; matched layer {:?}, distance {:?}, target {:?}. Attribution \
          method for evaluation: {}.\n\n\
          mAP, F1, AUC and point accuracy are in %; AUC and point accuracy are over test (image, \
-         class) pairs whose class is present and predicted by that network; cos and l2 compare \
+         class) pairs whose class is present{}; cos and l2 compare \
          each network's map with the teacher's map of the same pair (maps bilinearly upsampled to \
          the input size; l2 = ||a/||a|| - b/||b|| ||, range [0, sqrt 2]). MMACs per image, latency \
          in ms for one image on this machine. Mean ± sample std over seeds.\n\n{tables}\n\
@@ -487,5 +487,9 @@ fn results_markdown(cfg: &ExperimentConfig, dataset: &str, tables: &str) -> Stri
         cfg.matching.distance,
         cfg.matching.target,
         cfg.eval.attribution,
+        match cfg.eval.pairs {
+            PairSet::Predicted => " and predicted by that network",
+            PairSet::Present => " (every such pair, predicted or not: `eval.pairs = \"present\"`)",
+        },
     )
 }

@@ -1,6 +1,7 @@
 //! Evaluation of one network: prediction quality (mAP, F1) and attribution quality (ROC-AUC
 //! and pointing game against the masks; cosine and normalised l2 against the teacher's maps),
-//! the latter only over (image, class) pairs whose class is present and predicted, as the paper.
+//! the latter over (image, class) pairs whose class is present and predicted, as the paper, or
+//! over every present pair (`eval.pairs = "present"`).
 
 use crate::attribution::Attribution;
 use crate::data::{Dataset, SEG_IGNORE};
@@ -22,6 +23,20 @@ pub enum MapVariant {
     PerSample,
 }
 
+/// Which (image, class) pairs the attribution metrics average over.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PairSet {
+    /// Pairs whose class is present and predicted by the evaluated network (logit > 0), as the
+    /// paper and the authors' code. A weak network is then scored on the pairs it finds, often
+    /// the easier ones.
+    #[default]
+    Predicted,
+    /// Every pair whose class is present: the same pairs for every network, so differences
+    /// between networks are not differences in which pairs they were scored on.
+    Present,
+}
+
 /// Evaluation settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +49,13 @@ pub struct EvalConfig {
     pub pointing_tolerance: f32,
     /// Images per forward pass.
     pub batch_size: usize,
+    /// Which pairs the attribution metrics average over (absent from configs at its default).
+    #[serde(skip_serializing_if = "is_default_pairs")]
+    pub pairs: PairSet,
+}
+
+fn is_default_pairs(p: &PairSet) -> bool {
+    *p == PairSet::default()
 }
 
 impl Default for EvalConfig {
@@ -43,6 +65,7 @@ impl Default for EvalConfig {
             map_variant: MapVariant::PerClass,
             pointing_tolerance: 0.0,
             batch_size: 64,
+            pairs: PairSet::Predicted,
         }
     }
 }
@@ -213,10 +236,7 @@ pub fn evaluate(
     }
     .context("mAP")?;
     let f1 = metrics::f1_samples(&logits, &data.labels, n, k, 0.0).context("F1")?;
-    let pairs: Vec<(usize, usize)> = ground_truth_pairs(data)
-        .into_iter()
-        .filter(|&(i, c)| logits[i * k + c] > 0.0)
-        .collect();
+    let pairs = scored_pairs(data, &logits, cfg.pairs);
     let maps = attribution_maps(model, method, data, norm, &pairs, cfg.batch_size)?;
     let mut scores = Vec::with_capacity(pairs.len());
     for (&(i, c), m) in pairs.iter().zip(&maps) {
@@ -230,6 +250,15 @@ pub fn evaluate(
         )?);
     }
     Ok((summarize(map, f1, &scores), scores))
+}
+
+/// The (image, class) pairs the attribution metrics average over (see [`PairSet`]).
+pub fn scored_pairs(data: &Dataset, logits: &[f32], set: PairSet) -> Vec<(usize, usize)> {
+    let k = data.num_classes();
+    ground_truth_pairs(data)
+        .into_iter()
+        .filter(|&(i, c)| set == PairSet::Present || logits[i * k + c] > 0.0)
+        .collect()
 }
 
 fn score_pair(
@@ -301,6 +330,18 @@ mod tests {
     #[test]
     fn ground_truth_pairs_need_a_label_and_mask_pixels() {
         assert_eq!(ground_truth_pairs(&dataset()), vec![(0, 0), (1, 1)]);
+    }
+
+    #[test]
+    fn predicted_pairs_need_a_positive_logit_present_pairs_do_not() {
+        // ground-truth pairs (0, 0) and (1, 1); the network predicts class 0 of image 0 only
+        let logits = [2.0, -1.0, 3.0, 0.5, -0.1, 0.0];
+        let d = dataset();
+        assert_eq!(scored_pairs(&d, &logits, PairSet::Predicted), vec![(0, 0)]);
+        assert_eq!(
+            scored_pairs(&d, &logits, PairSet::Present),
+            vec![(0, 0), (1, 1)]
+        );
     }
 
     #[test]
