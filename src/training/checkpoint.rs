@@ -23,12 +23,13 @@ struct State {
 /// A stable hash of anything serialisable (FNV-1a over its JSON).
 pub fn stage_key<T: Serialize>(settings: &T) -> String {
     let json = serde_json::to_string(settings).unwrap_or_default();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in json.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    format!("{:016x}", fnv1a(json.as_bytes()))
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 const OPTIMIZER_FILE: &str = "checkpoint.optim.bpk";
@@ -68,15 +69,9 @@ pub fn resume(
     key: &str,
     device: &Device,
 ) -> Result<(Vgg, ModuleOptimizer, usize)> {
-    let state_path = dir.join("checkpoint.json");
-    let Ok(text) = std::fs::read_to_string(&state_path) else {
+    let Some(epochs_done) = finished_epochs(dir, key)? else {
         return Ok((stable_param_ids(model), optim, 0));
     };
-    let state: State = serde_json::from_str(&text)
-        .with_context(|| format!("{}: corrupt checkpoint state", state_path.display()))?;
-    if state.key != key {
-        return Ok((stable_param_ids(model), optim, 0));
-    }
     let loaded = stable_param_ids(load_model(&dir.join("checkpoint.safetensors"), device)?);
     let optim_path = dir.join(OPTIMIZER_FILE);
     // A checkpoint written before optimizer states were saved resumes with a fresh optimizer.
@@ -88,7 +83,18 @@ pub fn resume(
         }
         Err(_) => optim,
     };
-    Ok((loaded, optim, state.epochs_done))
+    Ok((loaded, optim, epochs_done))
+}
+
+/// The finished epochs of the checkpoint in `dir` if there is one for `key`.
+fn finished_epochs(dir: &Path, key: &str) -> Result<Option<usize>> {
+    let state_path = dir.join("checkpoint.json");
+    let Ok(text) = std::fs::read_to_string(&state_path) else {
+        return Ok(None);
+    };
+    let state: State = serde_json::from_str(&text)
+        .with_context(|| format!("{}: corrupt checkpoint state", state_path.display()))?;
+    Ok((state.key == key).then_some(state.epochs_done))
 }
 
 /// Gives every parameter of `model` an id derived from its module path (`blocks.0.conv.weight`,
@@ -112,7 +118,7 @@ impl ModuleMapper for PathIds {
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         let (_, value, mapper) = param.consume();
-        let id = u64::from_str_radix(&stage_key(&self.path.join(".")), 16).unwrap_or(0);
+        let id = fnv1a(self.path.join(".").as_bytes());
         Param::from_mapped_value(ParamId::from(id), value, mapper)
     }
 }
