@@ -56,15 +56,14 @@ pub fn run(cfg: &ExperimentConfig, images: usize, device: &Device) -> Result<Vec
     let time_teacher = |d: &crate::data::Dataset, tag: &str| -> Result<f64> {
         let t0 = Instant::now();
         let _ = std::fs::remove_dir_all(&dir);
-        training::train_supervised(
-            teacher.clone(),
-            d,
-            &norm,
-            &teacher_cfg,
-            0,
-            &dir.join(tag),
-            tag,
-        )?;
+        let stage_dir = dir.join(tag);
+        let stage = training::Stage {
+            dir: &stage_dir,
+            label: tag,
+            validate: None,
+            upstream: "",
+        };
+        training::train_supervised(teacher.clone(), d, &norm, &teacher_cfg, 0, &stage)?;
         Ok(t0.elapsed().as_secs_f64())
     };
     time_teacher(&warm, "warm")?;

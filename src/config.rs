@@ -159,8 +159,12 @@ impl ExperimentConfig {
                 lr: 0.01,
                 ..train.clone()
             },
+            // Gradient clipping at norm 1 per tensor, for every regularizer (naive included):
+            // the normalised-map loss has gradients of order 1/||map||, which explode while a
+            // tiny student's map is near zero; unclipped, /8 students collapse (README).
             student_train: TrainConfig {
                 epochs: 20,
+                grad_clip: 1.0,
                 ..train
             },
             matching: MatchConfig::default(),
@@ -215,6 +219,15 @@ impl ExperimentConfig {
         if self.seeds.is_empty() {
             bail!("seeds must list at least one seed");
         }
+        if let Some(dup) = first_duplicate(&self.seeds) {
+            bail!("seeds lists {dup} twice: a repeated seed would count as two runs");
+        }
+        if let Some(dup) = first_duplicate(&self.regularizers) {
+            bail!("regularizers lists '{dup}' twice");
+        }
+        if let Some(dup) = first_duplicate(&self.compressions) {
+            bail!("compressions lists '{dup}' twice");
+        }
         if self.regularizers.is_empty() {
             bail!("regularizers must list at least one of none, ewa, swa, sswa");
         }
@@ -242,6 +255,8 @@ impl ExperimentConfig {
         for r in &self.regularizers {
             matching::by_name(r, self.matching.sswa_mode, self.matching.drop)?;
         }
+        self.matching.validate(&self.regularizers)?;
+        self.kd.validate()?;
         if self.dataset == DatasetSource::Synthetic {
             self.data.validate()?;
         }
@@ -273,6 +288,15 @@ impl ExperimentConfig {
             ..self.teacher.arch.clone()
         }
     }
+}
+
+/// The first value that occurs twice in `items`.
+fn first_duplicate<T: PartialEq + std::fmt::Display>(items: &[T]) -> Option<&T> {
+    items
+        .iter()
+        .enumerate()
+        .find(|(i, x)| items[..*i].contains(x))
+        .map(|(_, x)| x)
 }
 
 /// Deep-merges `over` into `base`: tables merge key by key, anything else is replaced.
@@ -311,6 +335,28 @@ mod tests {
         assert_eq!(cfg.data.n_train, 10);
         assert_eq!(cfg.data.cue_prob, demo.data.cue_prob);
         assert_eq!(cfg.student_train, demo.student_train);
+    }
+
+    #[test]
+    fn settings_that_would_train_silently_wrong_are_rejected_before_any_work() {
+        let bad = [
+            ("seeds = [0, 0]", "twice"),
+            ("[matching]\nbeta_swa = nan", "beta_swa"),
+            ("[matching]\nbeta_ewa = -1.0", "beta_ewa"),
+            ("[matching]\nbeta_swa = 0.0", "beta_swa"),
+            ("[kd]\nalpha = 2.0", "kd.alpha"),
+            ("[kd]\ntemperature = 0.0", "kd.temperature"),
+            ("[student_train]\nwarmup_epochs = -1.0", "warmup_epochs"),
+            ("[matching]\ndrop = 1.5", "drop"),
+        ];
+        for (text, needle) in bad {
+            let cfg = ExperimentConfig::from_toml(text).unwrap();
+            let err = format!("{:#}", cfg.validate().unwrap_err());
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        // beta 0 is fine when only naive KD runs
+        let ok = ExperimentConfig::from_toml("regularizers = [\"none\"]\n[matching]\nbeta_swa = 0.0");
+        ok.unwrap().validate().unwrap();
     }
 
     #[test]

@@ -7,13 +7,17 @@ use crate::compression::Compression;
 use crate::compression::unstructured::{PruningRound, cumulative_rate, sparsity};
 use crate::config::ExperimentConfig;
 use crate::data::Splits;
+use crate::evaluation::health::{self, Warning};
 use crate::evaluation::{self, MapSet, PairSet, ground_truth_pairs};
 use crate::explain::{DATASET_INFO_FILE, DatasetInfo};
 use crate::matching::{self, Regularizer};
 use crate::models::{Vgg, save_model};
-use crate::report::{self, ResultRow, overlay};
-use crate::training::{self, FineTuneSpec, Normalization, StudentRun, TrainConfig};
-use crate::util::{derive_seed, write_atomic};
+use crate::report::{self, EpochRecord, ResultRow, overlay};
+use crate::training::checkpoint::stage_key;
+use crate::training::{
+    self, FineTuneSpec, Normalization, Stage, StudentRun, TrainConfig, ValScores, Validator,
+};
+use crate::util::{config_name, derive_seed, write_atomic};
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use std::path::{Path, PathBuf};
@@ -37,6 +41,10 @@ struct Trained {
     round: usize,
     model: Vgg,
     seconds: f64,
+    /// Per-epoch record of the stage that produced the network (last stage for pruning rounds).
+    history: Vec<EpochRecord>,
+    /// Hash of every input that determined this network (settings, data, upstream stages).
+    key: String,
 }
 
 /// What every stage of one seed shares.
@@ -48,6 +56,12 @@ struct Ctx<'a> {
     seed: u64,
     dir: PathBuf,
     ad: Device,
+    /// Scores a network on the validation split after every epoch.
+    validate: Option<&'a Validator<'a>>,
+    /// mAP (in %) of a random ranking on the test split.
+    chance: f64,
+    /// Hash of the data and its normalisation.
+    data_key: String,
 }
 
 /// Runs the experiment described by `cfg` into `out` on `device` (a plain device; autodiff is
@@ -74,8 +88,28 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
     }
     .save(&out.join(DATASET_INFO_FILE))?;
     let method = attribution::by_name(&cfg.eval.attribution)?;
+    let validator = |m: &Vgg| -> Result<ValScores> {
+        let logits = evaluation::predict(&m.valid(), &splits.val, &norm, cfg.eval.batch_size)?;
+        let q = health::prediction_quality(&logits, &splits.val, cfg.eval.map_variant)?;
+        Ok(ValScores {
+            map: q.map,
+            f1: q.f1,
+            positive_rate: q.positive_rate,
+        })
+    };
+    let validate: Option<&Validator> = has_positives(&splits.val).then_some(&validator);
+    if validate.is_none() {
+        eprintln!("WARNING: the validation split has no labelled class; no per-epoch validation");
+    }
+    let chance = health::chance_map(&splits.test, cfg.eval.map_variant)?;
+    let data_key = stage_key(&(
+        splits.train.fingerprint(),
+        splits.val.fingerprint(),
+        &norm,
+        pretrained_fingerprint(cfg)?,
+    ));
     let mut rows = Vec::new();
-    let mut pairs_csv = String::from(report::PAIRS_CSV_HEADER);
+    let mut pairs_csv = report::PairsCsv::new();
     for &seed in &cfg.seeds {
         let ctx = Ctx {
             cfg,
@@ -85,6 +119,9 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
             seed,
             dir: out.join(format!("seed-{seed}")),
             ad: device.clone().autodiff(),
+            validate,
+            chance,
+            data_key: data_key.clone(),
         };
         let teacher = train_teacher(&ctx)?;
         let reference = evaluation::reference_maps(
@@ -95,17 +132,17 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
             cfg.eval.batch_size,
         )?;
         let mut evaluate = |t: &Trained| -> Result<()> {
-            let (row, csv) = evaluate_row(&ctx, t, &reference)?;
+            let (row, pairs) = evaluate_row(&ctx, t, &reference)?;
+            pairs_csv.push(&row, &pairs)?;
             rows.push(row);
-            pairs_csv.push_str(&csv);
             Ok(())
         };
         evaluate(&teacher)?;
         for compression in &cfg.compressions {
             let (finals, rounds) = match compression.as_str() {
-                "kd" => (kd_students(&ctx, &teacher.model)?, vec![]),
-                "structured" => (structured_students(&ctx, &teacher.model)?, vec![]),
-                _ => unstructured_students(&ctx, &teacher.model)?,
+                "kd" => (kd_students(&ctx, &teacher)?, vec![]),
+                "structured" => (structured_students(&ctx, &teacher)?, vec![]),
+                _ => unstructured_students(&ctx, &teacher)?,
             };
             for t in rounds.iter().chain(&finals) {
                 evaluate(t)?;
@@ -123,15 +160,18 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
         }
         report::write_json(&rows, &out.join("results.json"))?;
     }
-    write_atomic(&out.join("pairs.csv"), pairs_csv.as_bytes())?;
+    write_atomic(&out.join("pairs.csv"), &pairs_csv.finish()?)?;
+    report_warnings(&rows);
     if cfg.compressions.iter().any(|c| c == "unstructured") {
         report::sweep::write(&rows, &cfg.regularizers, out)?;
     }
     let table = report::tables_by_compression(&rows, &cfg.compressions);
-    write_atomic(
-        &out.join("results.md"),
-        results_markdown(cfg, &cfg.dataset.describe(&cfg.data, &splits), &table).as_bytes(),
-    )?;
+    let described = cfg.dataset.describe(&cfg.data, &splits);
+    let body = results_markdown(cfg, &described, &table);
+    // The warnings go right under the title, where nobody can miss them.
+    let (title, rest) = body.split_once("\n\n").unwrap_or(("", &body));
+    let markdown = format!("{title}\n\n{}{rest}", report::warnings_markdown(&rows));
+    write_atomic(&out.join("results.md"), markdown.as_bytes())?;
     Ok(Outcome {
         rows,
         table,
@@ -166,6 +206,36 @@ fn refuse_other_data(cfg: &ExperimentConfig, saved: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether a split has at least one labelled class (mAP is undefined otherwise).
+fn has_positives(data: &crate::data::Dataset) -> bool {
+    !data.is_empty() && data.labels.contains(&1)
+}
+
+/// A hash of the pretrained teacher weights' bytes (empty without them): replacing the file
+/// retrains everything downstream.
+fn pretrained_fingerprint(cfg: &ExperimentConfig) -> Result<String> {
+    let Some(path) = &cfg.teacher.pretrained else {
+        return Ok(String::new());
+    };
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read teacher.pretrained {}", path.display()))?;
+    let mut h = crate::util::Fnv1a::default();
+    h.write(&bytes);
+    Ok(format!("{:016x}", h.finish()))
+}
+
+/// Prints every row's warnings once more at the end, where a reader of the log looks.
+fn report_warnings(rows: &[ResultRow]) {
+    for r in rows {
+        for w in &r.warnings {
+            eprintln!(
+                "WARNING: {} {} {} (seed {}, round {}): {}",
+                r.network, r.compression, r.regularizer, r.seed, r.round, w.message
+            );
+        }
+    }
+}
+
 fn network_name(model: &Vgg) -> String {
     let layout = &model.arch.layout;
     let short = if layout.len() > 24 {
@@ -176,8 +246,12 @@ fn network_name(model: &Vgg) -> String {
     format!("{short}/{}", model.arch.width_divisor)
 }
 
-fn evaluate_row(ctx: &Ctx, t: &Trained, reference: &MapSet) -> Result<(ResultRow, String)> {
-    let (scores, pairs) = evaluation::evaluate(
+fn evaluate_row(
+    ctx: &Ctx,
+    t: &Trained,
+    reference: &MapSet,
+) -> Result<(ResultRow, Vec<evaluation::PairScore>)> {
+    let ev = evaluation::evaluate(
         &t.model,
         &ctx.splits.test,
         ctx.norm,
@@ -186,15 +260,33 @@ fn evaluate_row(ctx: &Ctx, t: &Trained, reference: &MapSet) -> Result<(ResultRow
         &ctx.cfg.eval,
     )?;
     let name = network_name(&t.model);
-    let mut row = ResultRow::new(&name, &t.compression, &t.regularizer, ctx.seed, &scores);
+    let mut row = ResultRow::new(&name, &t.compression, &t.regularizer, ctx.seed, &ev.scores);
     row.params = t.model.params();
     row.macs = t.model.macs();
     row.train_seconds = t.seconds;
     row.round = t.round;
     row.sparsity = sparsity(&t.model);
     row.latency_ms = evaluation::latency_ms(&t.model, ctx.splits.test.height, 30)?;
-    let tag = format!("{} {} {} r{}", name, t.compression, t.regularizer, t.round);
-    Ok((row, report::pairs_csv(&tag, ctx.seed, &pairs)))
+    row.warnings = health::check(&ev.quality, ctx.chance, &t.history);
+    row.warnings.extend(undefined_protocols(&ev.protocols));
+    for w in &row.warnings {
+        eprintln!(
+            "WARNING: {name} {} {} (seed {}): {}",
+            t.compression, t.regularizer, ctx.seed, w.message
+        );
+    }
+    row.history = t.history.clone();
+    row.protocols = Some(ev.protocols);
+    Ok((row, ev.pairs))
+}
+
+/// A warning for each pair protocol under which no pair qualifies.
+fn undefined_protocols(p: &evaluation::Protocols) -> Vec<Warning> {
+    [(PairSet::Predicted, "paper's (predicted pairs)"), (PairSet::Present, "present-pairs")]
+        .into_iter()
+        .filter(|(set, _)| p.get(*set).pairs == 0)
+        .map(|(_, name)| health::no_pairs(name))
+        .collect()
 }
 
 /// Trains (or resumes) the teacher.
@@ -214,14 +306,20 @@ fn train_teacher(ctx: &Ctx) -> Result<Trained> {
         }
     };
     let dir = ctx.dir.join("teacher");
-    let teacher = training::train_supervised(
+    let stage = Stage {
+        dir: &dir,
+        label: "teacher",
+        validate: ctx.validate,
+        upstream: &ctx.data_key,
+    };
+    let train_seed = derive_seed(ctx.seed, "teacher");
+    let (teacher, history) = training::train_supervised(
         teacher,
         &ctx.splits.train,
         ctx.norm,
         &ctx.cfg.teacher.train,
-        derive_seed(ctx.seed, "teacher"),
-        &dir,
-        "teacher",
+        train_seed,
+        &stage,
     )?;
     save_model(&teacher, &dir.join("model.safetensors"))?;
     Ok(Trained {
@@ -230,6 +328,14 @@ fn train_teacher(ctx: &Ctx) -> Result<Trained> {
         round: 0,
         model: teacher.valid(),
         seconds: start.elapsed().as_secs_f64(),
+        history,
+        key: stage_key(&(
+            &ctx.data_key,
+            &ctx.cfg.teacher,
+            &arch,
+            init_seed,
+            train_seed,
+        )),
     })
 }
 
@@ -242,10 +348,13 @@ fn regularizers(cfg: &ExperimentConfig) -> Result<Vec<Box<dyn Regularizer>>> {
 
 /// Fine-tunes one student per regularizer in lockstep; `students[i]` belongs to regularizer i
 /// and checkpoints into `<seed dir>/<stage>-<regularizer>`.
+/// `upstream[i]` is the hash of everything student i starts from (see [`StudentRun::upstream`]).
+#[allow(clippy::too_many_arguments)]
 fn fine_tune_all(
     ctx: &Ctx,
     compression: &dyn Compression,
     students: Vec<Vgg>,
+    upstream: Vec<String>,
     teacher: &Vgg,
     train: &TrainConfig,
     stage: &str,
@@ -270,7 +379,7 @@ fn fine_tune_all(
         .collect();
     let start = Instant::now();
     let mut runs = Vec::new();
-    for (i, model) in students.into_iter().enumerate() {
+    for (i, (model, upstream)) in students.into_iter().zip(upstream).enumerate() {
         let spec = FineTuneSpec {
             compression,
             regularizer: regs[i].as_ref(),
@@ -284,13 +393,29 @@ fn fine_tune_all(
             model,
             spec,
             dir: dirs[i].clone(),
+            upstream,
         });
     }
-    let tuned = training::fine_tune_lockstep(runs, teacher, &ctx.splits.train, ctx.norm)?;
+    let keys: Vec<String> = runs
+        .iter()
+        .map(|r| stage_key(&(&r.upstream, r.spec.beta, train, &cfg.matching, r.spec.seed)))
+        .collect();
+    let tuned = training::fine_tune_lockstep(
+        runs,
+        teacher,
+        &ctx.splits.train,
+        ctx.norm,
+        ctx.validate,
+    )?;
     // Students train together; each is charged an equal share of the wall time.
     let share = start.elapsed().as_secs_f64() / tuned.len().max(1) as f64;
     let mut out = Vec::new();
-    for ((model, reg), dir) in tuned.into_iter().zip(&cfg.regularizers).zip(&dirs) {
+    for ((((model, history), reg), dir), key) in tuned
+        .into_iter()
+        .zip(&cfg.regularizers)
+        .zip(&dirs)
+        .zip(keys)
+    {
         save_model(&model, &dir.join("model.safetensors"))?;
         out.push(Trained {
             compression: compression.name().into(),
@@ -298,48 +423,57 @@ fn fine_tune_all(
             round,
             model: model.valid(),
             seconds: share,
+            history,
+            key,
         });
     }
     Ok(out)
 }
 
 /// Distilled students, all from the same initial weights (a paired comparison).
-fn kd_students(ctx: &Ctx, teacher: &Vgg) -> Result<Vec<Trained>> {
+fn kd_students(ctx: &Ctx, teacher: &Trained) -> Result<Vec<Trained>> {
     let kd = &ctx.cfg.kd;
     let mut students = Vec::new();
+    let init_seed = derive_seed(ctx.seed, "student-init");
     for _ in &ctx.cfg.regularizers {
         // the same seed for every regularizer: identical initial students
-        students.push(kd.make_student(teacher, &ctx.ad, derive_seed(ctx.seed, "student-init"))?);
+        students.push(kd.make_student(&teacher.model, &ctx.ad, init_seed)?);
     }
-    fine_tune_all(ctx, kd, students, teacher, &ctx.cfg.student_train, "kd", 0)
+    let upstream = vec![stage_key(&(&teacher.key, kd, init_seed)); students.len()];
+    let train = &ctx.cfg.student_train;
+    fine_tune_all(ctx, kd, students, upstream, &teacher.model, train, "kd", 0)
 }
 
 /// The L1-filter-pruned teacher, fine-tuned once per regularizer.
-fn structured_students(ctx: &Ctx, teacher: &Vgg) -> Result<Vec<Trained>> {
+fn structured_students(ctx: &Ctx, teacher: &Trained) -> Result<Vec<Trained>> {
     let sp = &ctx.cfg.structured;
     let students = ctx
         .cfg
         .regularizers
         .iter()
-        .map(|_| sp.make_student(teacher, &ctx.ad, 0))
+        .map(|_| sp.make_student(&teacher.model, &ctx.ad, 0))
         .collect::<Result<Vec<_>>>()?;
     let train = TrainConfig {
         epochs: sp.epochs,
         ..ctx.cfg.prune_train.clone()
     };
-    fine_tune_all(ctx, sp, students, teacher, &train, "structured", 0)
+    let upstream = vec![stage_key(&(&teacher.key, sp)); students.len()];
+    let t = &teacher.model;
+    fine_tune_all(ctx, sp, students, upstream, t, &train, "structured", 0)
 }
 
 /// Iterative magnitude pruning: each regularizer's network is pruned further every round and
 /// fine-tuned; returns (final round, all earlier rounds).
-fn unstructured_students(ctx: &Ctx, teacher: &Vgg) -> Result<(Vec<Trained>, Vec<Trained>)> {
+fn unstructured_students(ctx: &Ctx, teacher: &Trained) -> Result<(Vec<Trained>, Vec<Trained>)> {
     let up = &ctx.cfg.unstructured;
     let mut current: Vec<Vgg> = ctx
         .cfg
         .regularizers
         .iter()
-        .map(|_| teacher.clone())
+        .map(|_| teacher.model.clone())
         .collect();
+    // Round k of each regularizer starts from its own round k - 1 (round 1 from the teacher).
+    let mut upstream = vec![teacher.key.clone(); current.len()];
     let train = TrainConfig {
         epochs: up.epochs_per_round,
         ..ctx.cfg.prune_train.clone()
@@ -355,8 +489,14 @@ fn unstructured_students(ctx: &Ctx, teacher: &Vgg) -> Result<(Vec<Trained>, Vec<
             .iter()
             .map(|m| step.make_student(m, &ctx.ad, 0))
             .collect::<Result<Vec<_>>>()?;
-        let tuned = fine_tune_all(ctx, &step, students, teacher, &train, "unstructured", round)?;
+        let from = upstream
+            .iter()
+            .map(|u| stage_key(&(u, &step.target, up.scope, up.epochs_per_round)))
+            .collect();
+        let t = &teacher.model;
+        let tuned = fine_tune_all(ctx, &step, students, from, t, &train, "unstructured", round)?;
         current = tuned.iter().map(|t| t.model.clone()).collect();
+        upstream = tuned.iter().map(|t| t.key.clone()).collect();
         earlier.append(&mut last);
         last = tuned;
     }
@@ -364,11 +504,11 @@ fn unstructured_students(ctx: &Ctx, teacher: &Vgg) -> Result<(Vec<Trained>, Vec<
 }
 
 /// One overlay row per chosen test pair: image, then each network's map with the mask outline
-/// and the map's maximum marked. Pairs are chosen by correctness alone, never by how the maps
-/// look: no cherry-picking.
+/// and the map's maximum marked, under column titles, with row captions and a legend. Pairs
+/// every network predicts come first (the paper's Fig. 4); they are chosen by correctness
+/// alone, never by how the maps look: no cherry-picking.
 fn draw_overlays(ctx: &Ctx, nets: &[&Trained], reference: &MapSet, path: &Path) -> Result<()> {
     let (cfg, test) = (ctx.cfg, &ctx.splits.test);
-    let k = test.num_classes();
     let mut logits = Vec::new();
     for t in nets {
         logits.push(evaluation::predict(
@@ -378,78 +518,66 @@ fn draw_overlays(ctx: &Ctx, nets: &[&Trained], reference: &MapSet, path: &Path) 
             cfg.eval.batch_size,
         )?);
     }
-    // Pairs the teacher gets right first, then those that most networks get right (test order
-    // within ties): the first overlays show networks that are all right, as the paper's figures.
-    let mut candidates: Vec<((usize, usize), (bool, usize))> = ground_truth_pairs(test)
-        .into_iter()
-        .map(|(i, c)| {
-            let right = |l: &Vec<f32>| l[i * k + c] > 0.0;
-            (
-                (i, c),
-                (
-                    right(&logits[0]),
-                    logits.iter().filter(|l| right(l)).count(),
-                ),
-            )
-        })
-        .collect();
-    candidates.sort_by_key(|&(_, score)| std::cmp::Reverse(score));
-    let chosen: Vec<(usize, usize)> = candidates
-        .into_iter()
-        .take(cfg.report.overlays)
-        .map(|(p, _)| p)
-        .collect();
+    let chosen = overlay::choose_rows(
+        &ground_truth_pairs(test),
+        &logits,
+        test.num_classes(),
+        cfg.report.overlays,
+    );
     if chosen.is_empty() {
         return Ok(());
     }
-    let mut maps: Vec<Vec<Vec<f32>>> = vec![chosen.iter().map(|p| reference[p].clone()).collect()];
+    let pairs: Vec<(usize, usize)> = chosen.iter().map(|r| (r.image, r.class)).collect();
+    let mut maps: Vec<Vec<Vec<f32>>> = vec![pairs.iter().map(|p| reference[p].clone()).collect()];
     for t in &nets[1..] {
         maps.push(evaluation::attribution_maps(
             &t.model,
             ctx.method,
             test,
             ctx.norm,
-            &chosen,
+            &pairs,
             cfg.eval.batch_size,
         )?);
     }
+    let titles: Vec<String> = std::iter::once("image".to_string())
+        .chain(
+            nets.iter()
+                .map(|t| overlay::column_title(&t.compression, &t.regularizer)),
+        )
+        .collect();
     let (h, w, scale) = (test.height, test.width, cfg.report.overlay_scale);
-    let mut grid_rows = Vec::new();
-    for (j, &(i, c)) in chosen.iter().enumerate() {
-        let mask = test.class_mask(i, c);
-        let image = test.image(i);
+    let mut rows = Vec::new();
+    for (j, row) in chosen.iter().enumerate() {
+        let mask = test.class_mask(row.image, row.class);
         let plain = overlay::Panel {
-            image,
+            image: test.image(row.image),
             map: None,
             mask: Some(&mask),
             mark_max: false,
         };
-        let mut row = vec![overlay::render_panel(&plain, h, w, scale)?];
-        for m in &maps {
+        let mut panels = vec![overlay::render_panel(&plain, h, w, scale)?];
+        for (m, &right) in maps.iter().zip(&row.correct) {
             let p = overlay::Panel {
-                image,
                 map: Some(&m[j]),
-                mask: Some(&mask),
                 mark_max: true,
+                ..plain
             };
-            row.push(overlay::render_panel(&p, h, w, scale)?);
+            let mut panel = overlay::render_panel(&p, h, w, scale)?;
+            if !right {
+                overlay::mark_missed(&mut panel)?;
+            }
+            panels.push(panel);
         }
-        grid_rows.push(row);
+        let class_name = &test.class_names[row.class];
+        rows.push(overlay::FigureRow {
+            caption: overlay::row_caption(row, class_name, &titles[1..]),
+            panels,
+        });
     }
-    overlay::save_png(&overlay::grid(&grid_rows, 4), path)?;
-    let columns: Vec<String> = nets
-        .iter()
-        .map(|t| format!("{} {}", t.compression, t.regularizer))
-        .collect();
-    let captions: Vec<String> = chosen
-        .iter()
-        .map(|&(i, c)| format!("test image {i}, class {}", test.class_names[c]))
-        .collect();
-    let text = format!(
-        "columns: image, {}\nrows:\n{}\n",
-        columns.join(", "),
-        captions.join("\n")
-    );
+    let any_constant = maps.iter().flatten().any(|m| overlay::is_constant(m));
+    let legend = overlay::legend(&chosen, any_constant);
+    overlay::save_png(&overlay::figure(&titles, &rows, &legend)?, path)?;
+    let text = overlay::caption_text(&titles, &rows);
     write_atomic(&path.with_extension("txt"), text.as_bytes())
 }
 
@@ -457,18 +585,22 @@ fn results_markdown(cfg: &ExperimentConfig, dataset: &str, tables: &str) -> Stri
     format!(
         "# faithful: attribution-preserving compression\n\n\
          Dataset: {dataset}. Teacher `{}`. Compressions: {}. KD students at width /{} \
-         (T = {}, alpha = {}); unstructured pruning {} rounds of {} (global threshold: {:?}); \
+         (T = {}, alpha = {}); unstructured pruning {} rounds of {} (scope: {}); \
          structured L1 filter pruning at rate {}. Regularizers: {}; beta EWA {} / SWA,SSWA {}; \
-         SSWA mode {:?}, drop {}; matched layer {:?}, distance {:?}, target {:?}. Attribution \
+         SSWA mode {}, drop {}; matched layer {}, distance {}, target {}. Attribution \
          method for evaluation: {}.\n\n\
          mAP, F1, AUC and point accuracy are in %; AUC and point accuracy are over test (image, \
          class) pairs whose class is present{}; cos and l2 compare \
          each network's map with the teacher's map of the same pair (maps bilinearly upsampled to \
          the input size; l2 = ||a/||a|| - b/||b|| ||, range [0, sqrt 2]). MMACs per image, latency \
          in ms for one image on this machine. Mean ± sample std over seeds.\n\n{tables}\n\
-         `overlays-<compression>.png`: per row, the image with the class mask outlined, then the \
-         maps of the teacher and of each compressed network in the order of the table, with the \
-         map's maximum marked by a green cross (captions and column order in the `.txt` beside it).\n",
+         `overlays-<compression>.png`: per row (captioned with the test image and class), the \
+         image with the class mask outlined, then the maps of the teacher and of each compressed \
+         network under their column titles, with the map's maximum marked by a green cross. Rows \
+         are pairs every network predicts correctly where there are enough; a network that misses \
+         the row's class has a red border and a `missed` tag, and an all-zero map (no positive \
+         evidence) is hatched and labelled instead of marked. The legend is in the image; the \
+         captions are also in the `.txt` beside it.\n",
         cfg.teacher.arch.layout,
         cfg.compressions.join(", "),
         cfg.kd.width_divisor,
@@ -476,16 +608,16 @@ fn results_markdown(cfg: &ExperimentConfig, dataset: &str, tables: &str) -> Stri
         cfg.kd.alpha,
         cfg.unstructured.rounds,
         cfg.unstructured.rate,
-        cfg.unstructured.scope,
+        config_name(&cfg.unstructured.scope),
         cfg.structured.rate,
         cfg.regularizers.join(", "),
         cfg.matching.beta_ewa,
         cfg.matching.beta_swa,
-        cfg.matching.sswa_mode,
+        config_name(&cfg.matching.sswa_mode),
         cfg.matching.drop,
-        cfg.matching.layer,
-        cfg.matching.distance,
-        cfg.matching.target,
+        config_name(&cfg.matching.layer),
+        config_name(&cfg.matching.distance),
+        config_name(&cfg.matching.target),
         cfg.eval.attribution,
         match cfg.eval.pairs {
             PairSet::Predicted => " and predicted by that network",

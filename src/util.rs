@@ -1,6 +1,8 @@
-//! Small shared helpers: atomic file writes and deterministic seeding.
+//! Small shared helpers: atomic file writes, deterministic seeding, and serde helpers for
+//! human-readable config text.
 
 use anyhow::{Context, Result};
+use serde::Serializer;
 use std::path::Path;
 
 /// Writes `bytes` to `path` atomically: a temp file in the same folder, then a rename,
@@ -25,6 +27,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Reads a JSON `null` as NaN: metrics that are undefined (NaN) are written as `null` by
+/// serde_json.
+pub fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    use serde::Deserialize;
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// FNV-1a, a small stable hash: the same bytes give the same value on every machine and
+/// version (unlike `std`'s hasher), as stage keys need.
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    /// Feeds bytes.
+    pub fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// The hash so far.
+    pub fn finish(self) -> u64 {
+        self.0
+    }
+}
+
 /// Derives an independent, reproducible seed from a base seed and a stream label,
 /// so that e.g. data generation and weight init never share random streams.
 pub fn derive_seed(base: u64, stream: &str) -> u64 {
@@ -42,6 +76,35 @@ fn splitmix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// The f64 with the same shortest decimal as `v` (0.3f32 -> 0.3f64, not 0.30000001192092896):
+/// parsing it back as f32 gives `v` again.
+fn shortest_f64(v: f32) -> f64 {
+    format!("{v}").parse().unwrap_or(v as f64)
+}
+
+/// Serialises an f32 config field as its shortest decimal (`0.3`), for
+/// `#[serde(serialize_with = "crate::util::ser_f32")]`: formats such as TOML widen f32 to f64
+/// and would otherwise print `0.30000001192092896`.
+pub fn ser_f32<S: Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(shortest_f64(*v))
+}
+
+/// [`ser_f32`] for a pair of f32 (`[0.08, 1.0]`).
+pub fn ser_f32_pair<S: Serializer>(v: &[f32; 2], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|&x| shortest_f64(x)))
+}
+
+/// The serde spelling of a value, as written in config files: a unit enum variant gives its
+/// name (`PruneScope::Global` -> `global`, `SswaMode::FixedCount` -> `fixed-count`); any other
+/// value gives its compact JSON text.
+pub fn config_name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(e) => format!("<unprintable: {e}>"),
+    }
 }
 
 #[cfg(test)]
@@ -65,5 +128,90 @@ mod tests {
         assert_ne!(derive_seed(1, "data"), derive_seed(1, "init"));
         assert_ne!(derive_seed(1, "data"), derive_seed(2, "data"));
         assert_eq!(derive_seed(7, "x"), derive_seed(7, "x"));
+    }
+
+    #[derive(serde::Serialize)]
+    struct Fields {
+        #[serde(serialize_with = "ser_f32")]
+        single: f32,
+        #[serde(serialize_with = "ser_f32_pair")]
+        pair: [f32; 2],
+    }
+
+    #[test]
+    fn f32_fields_serialise_as_their_shortest_decimal() {
+        let f = Fields {
+            single: 0.3,
+            pair: [0.08, 1.0],
+        };
+        let text = toml::to_string(&f).unwrap();
+        assert!(text.contains("single = 0.3\n"), "{text}");
+        assert!(text.contains("pair = [0.08, 1.0]"), "{text}");
+        // without the helper, TOML widens through f64: the digits this module removes
+        assert_eq!((0.3f32 as f64).to_string(), "0.30000001192092896");
+        // the decimal parses back to the same f32
+        for v in [0.3f32, 0.08, 1.0 / 3.0, 1e-7, 123456.79, -2.5] {
+            assert_eq!(shortest_f64(v) as f32, v);
+        }
+    }
+
+    #[test]
+    fn config_names_are_the_serde_spellings() {
+        use crate::compression::unstructured::PruneScope;
+        use crate::matching::SswaMode;
+        assert_eq!(config_name(&PruneScope::Global), "global");
+        assert_eq!(config_name(&PruneScope::PerLayer), "per-layer");
+        assert_eq!(config_name(&SswaMode::FixedCount), "fixed-count");
+        assert_eq!(config_name(&SswaMode::Bernoulli), "bernoulli");
+        assert_eq!(config_name(&3u8), "3");
+    }
+
+    /// Longest run of the digit `d` in `text`.
+    fn longest_run(text: &str, d: char) -> usize {
+        text.split(|c| c != d).map(str::len).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn config_text_has_short_decimals_and_round_trips() {
+        use crate::config::ExperimentConfig;
+        use crate::data::fashion::FashionCanvasConfig;
+        use crate::data::folder::FolderConfig;
+        use crate::data::source::DatasetSource;
+        let demo = ExperimentConfig::demo();
+        let text = demo.to_toml().unwrap();
+        assert!(text.contains("false_cue_prob = 0.3\n"), "{text}");
+        assert!(text.contains("cue_prob = 0.5\n"), "{text}");
+        assert!(longest_run(&text, '0') < 7, "{text}");
+        assert_eq!(ExperimentConfig::from_toml(&text).unwrap(), demo);
+
+        // every other f32 field: fashion canvas and folder settings, crop scale, tolerance
+        let mut cfg = ExperimentConfig::demo();
+        cfg.student_train.crop_scale = [0.3, 0.9];
+        cfg.eval.pointing_tolerance = 0.7;
+        for source in [
+            DatasetSource::FashionCanvas(FashionCanvasConfig {
+                min_scale: 0.9,
+                mask_threshold: 0.1,
+                ..FashionCanvasConfig::default()
+            }),
+            DatasetSource::Folder(FolderConfig {
+                val_fraction: 0.1,
+                test_fraction: 0.2,
+                ..FolderConfig::default()
+            }),
+        ] {
+            cfg.dataset = source;
+            let text = cfg.to_toml().unwrap();
+            for want in [
+                "crop_scale = [0.3, 0.9]",
+                "pointing_tolerance = 0.7\n",
+            ] {
+                assert!(text.contains(want), "{want} missing from {text}");
+            }
+            assert!(longest_run(&text, '0') < 7, "{text}");
+            assert!(longest_run(&text, '9') < 7, "{text}");
+            assert_eq!(ExperimentConfig::from_toml(&text).unwrap(), cfg);
+        }
+        assert!(cfg.to_toml().unwrap().contains("test_fraction = 0.2\n"));
     }
 }

@@ -20,6 +20,24 @@ pub struct Distillation {
     pub alpha: f64,
 }
 
+impl Distillation {
+    /// Checks the settings before any work starts.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        ensure!(self.width_divisor >= 1, "kd.width_divisor must be at least 1");
+        ensure!(
+            (0.0..=1.0).contains(&self.alpha),
+            "kd.alpha must be in [0, 1], got {}",
+            self.alpha
+        );
+        ensure!(
+            self.temperature.is_finite() && self.temperature > 0.0,
+            "kd.temperature must be a positive number, got {}",
+            self.temperature
+        );
+        Ok(())
+    }
+}
+
 impl Default for Distillation {
     fn default() -> Self {
         Distillation {
@@ -47,15 +65,7 @@ impl Compression for Distillation {
     }
 
     fn make_student(&self, teacher: &Vgg, device: &Device, seed: u64) -> Result<Vgg> {
-        ensure!(
-            self.width_divisor >= 1,
-            "kd width_divisor must be at least 1"
-        );
-        ensure!(
-            (0.0..=1.0).contains(&self.alpha),
-            "kd alpha must be in [0, 1]"
-        );
-        ensure!(self.temperature > 0.0, "kd temperature must be positive");
+        self.validate()?;
         let arch = VggArch {
             width_divisor: teacher.arch.width_divisor * self.width_divisor,
             ..teacher.arch.clone()

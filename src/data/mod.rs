@@ -41,6 +41,22 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// A hash of the split's content (geometry, classes, images, labels, masks): stages trained
+    /// on it are reused only while it is unchanged, whatever produced it.
+    pub fn fingerprint(&self) -> String {
+        let mut h = crate::util::Fnv1a::default();
+        h.write(self.name.as_bytes());
+        h.write(self.class_names.join("\n").as_bytes());
+        h.write(&(self.height as u64).to_le_bytes());
+        h.write(&(self.width as u64).to_le_bytes());
+        for v in &self.images {
+            h.write(&v.to_le_bytes());
+        }
+        h.write(&self.labels);
+        h.write(&self.seg);
+        format!("{:016x}", h.finish())
+    }
+
     /// An empty dataset with the given geometry and classes.
     pub fn empty(name: &str, class_names: Vec<String>, height: usize, width: usize) -> Dataset {
         Dataset {

@@ -3,12 +3,14 @@
 //! the latter over (image, class) pairs whose class is present and predicted, as the paper, or
 //! over every present pair (`eval.pairs = "present"`).
 
+pub mod health;
+
 use crate::attribution::Attribution;
 use crate::data::{Dataset, SEG_IGNORE};
 use crate::metrics;
 use crate::models::Vgg;
 use crate::training::Normalization;
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -46,6 +48,7 @@ pub struct EvalConfig {
     /// mAP definition.
     pub map_variant: MapVariant,
     /// Pointing-game tolerance in pixels (0: the maximum must fall inside the mask).
+    #[serde(serialize_with = "crate::util::ser_f32")]
     pub pointing_tolerance: f32,
     /// Images per forward pass.
     pub batch_size: usize,
@@ -68,6 +71,79 @@ impl Default for EvalConfig {
             pairs: PairSet::Predicted,
         }
     }
+}
+
+/// Attribution metrics of one network under one pair protocol (percentages for AUC and point
+/// accuracy; NaN, written as `null`, when no pair qualifies).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Localization {
+    /// Mean ROC-AUC of maps against masks, in %.
+    #[serde(deserialize_with = "crate::util::nan_if_null")]
+    pub auc: f64,
+    /// Pointing-game accuracy, in %.
+    #[serde(deserialize_with = "crate::util::nan_if_null")]
+    pub point_acc: f64,
+    /// Mean cosine similarity to the teacher's maps.
+    #[serde(deserialize_with = "crate::util::nan_if_null")]
+    pub cos: f64,
+    /// Mean normalised l2 distance to the teacher's maps.
+    #[serde(deserialize_with = "crate::util::nan_if_null")]
+    pub l2: f64,
+    /// Pairs averaged over.
+    pub pairs: usize,
+}
+
+/// The attribution metrics under the paper's protocol and under the common one.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Protocols {
+    /// Pairs whose class is present and predicted by this network (the paper's protocol).
+    pub predicted: Localization,
+    /// Every pair whose class is present: the same pairs for every network.
+    pub present: Localization,
+}
+
+
+impl Localization {
+    /// Means over pair scores (NaN when there are none).
+    fn of(pairs: &[&PairScore]) -> Self {
+        let mean = |v: Vec<f64>| {
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
+        Localization {
+            auc: 100.0 * mean(pairs.iter().map(|p| p.auc).collect()),
+            point_acc: 100.0 * mean(pairs.iter().map(|p| p.hit as u8 as f64).collect()),
+            cos: mean(pairs.iter().filter_map(|p| p.cos).collect()),
+            l2: mean(pairs.iter().filter_map(|p| p.l2).collect()),
+            pairs: pairs.len(),
+        }
+    }
+}
+
+impl Protocols {
+    /// The metrics of the protocol `set`.
+    pub fn get(&self, set: PairSet) -> &Localization {
+        match set {
+            PairSet::Predicted => &self.predicted,
+            PairSet::Present => &self.present,
+        }
+    }
+}
+
+/// Everything the evaluation of one network on one split measures.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    /// Summary under the configured protocol (`eval.pairs`).
+    pub scores: Scores,
+    /// Attribution metrics under both protocols.
+    pub protocols: Protocols,
+    /// mAP, F1 and positive rates.
+    pub quality: health::PredictionQuality,
+    /// Every present pair's scores (`predicted` says whether the network predicts it).
+    pub pairs: Vec<PairScore>,
 }
 
 /// Logits (N×K, row-major) of a network in evaluation mode.
@@ -193,6 +269,8 @@ pub struct PairScore {
     pub auc: f64,
     /// Whether the map's maximum falls in the mask.
     pub hit: bool,
+    /// Whether the evaluated network predicts this class present (logit > 0).
+    pub predicted: bool,
     /// Cosine similarity to the reference map (absent without a reference).
     pub cos: Option<f64>,
     /// Normalised l2 distance to the reference map.
@@ -218,7 +296,8 @@ pub struct Scores {
     pub pairs: usize,
 }
 
-/// Evaluates a network (plain device) on `data`; `reference` gives the teacher's maps.
+/// Evaluates a network (plain device) on `data`; `reference` gives the teacher's maps. Maps are
+/// computed once for every present pair and summarised under both pair protocols.
 pub fn evaluate(
     model: &Vgg,
     data: &Dataset,
@@ -226,30 +305,39 @@ pub fn evaluate(
     method: &dyn Attribution,
     reference: Option<&MapSet>,
     cfg: &EvalConfig,
-) -> Result<(Scores, Vec<PairScore>)> {
+) -> Result<Evaluation> {
     ensure!(!data.is_empty(), "dataset '{}' is empty", data.name);
-    let (n, k) = (data.len(), data.num_classes());
+    let k = data.num_classes();
     let logits = predict(model, data, norm, cfg.batch_size)?;
-    let map = match cfg.map_variant {
-        MapVariant::PerClass => metrics::map_per_class(&logits, &data.labels, n, k),
-        MapVariant::PerSample => metrics::map_per_sample(&logits, &data.labels, n, k),
-    }
-    .context("mAP")?;
-    let f1 = metrics::f1_samples(&logits, &data.labels, n, k, 0.0).context("F1")?;
-    let pairs = scored_pairs(data, &logits, cfg.pairs);
+    let quality = health::prediction_quality(&logits, data, cfg.map_variant)?;
+    let pairs = ground_truth_pairs(data);
     let maps = attribution_maps(model, method, data, norm, &pairs, cfg.batch_size)?;
     let mut scores = Vec::with_capacity(pairs.len());
     for (&(i, c), m) in pairs.iter().zip(&maps) {
-        scores.push(score_pair(
-            data,
-            i,
-            c,
-            m,
-            reference,
-            cfg.pointing_tolerance,
-        )?);
+        let mut s = score_pair(data, i, c, m, reference, cfg.pointing_tolerance)?;
+        s.predicted = logits[i * k + c] > 0.0;
+        scores.push(s);
     }
-    Ok((summarize(map, f1, &scores), scores))
+    let protocols = Protocols {
+        predicted: Localization::of(&scores.iter().filter(|p| p.predicted).collect::<Vec<_>>()),
+        present: Localization::of(&scores.iter().collect::<Vec<_>>()),
+    };
+    let main = protocols.get(cfg.pairs);
+    let summary = Scores {
+        map: quality.map,
+        f1: quality.f1,
+        auc: main.auc,
+        point_acc: main.point_acc,
+        cos: main.cos,
+        l2: main.l2,
+        pairs: main.pairs,
+    };
+    Ok(Evaluation {
+        scores: summary,
+        protocols,
+        quality,
+        pairs: scores,
+    })
 }
 
 /// The (image, class) pairs the attribution metrics average over (see [`PairSet`]).
@@ -285,28 +373,10 @@ fn score_pair(
         class: c,
         auc,
         hit,
+        predicted: true,
         cos,
         l2,
     })
-}
-
-fn summarize(map: f64, f1: f64, pairs: &[PairScore]) -> Scores {
-    let mean = |v: Vec<f64>| {
-        if v.is_empty() {
-            f64::NAN
-        } else {
-            v.iter().sum::<f64>() / v.len() as f64
-        }
-    };
-    Scores {
-        map: 100.0 * map,
-        f1: 100.0 * f1,
-        auc: 100.0 * mean(pairs.iter().map(|p| p.auc).collect()),
-        point_acc: 100.0 * mean(pairs.iter().map(|p| p.hit as u8 as f64).collect()),
-        cos: mean(pairs.iter().filter_map(|p| p.cos).collect()),
-        l2: mean(pairs.iter().filter_map(|p| p.l2).collect()),
-        pairs: pairs.len(),
-    }
 }
 
 #[cfg(test)]
@@ -362,19 +432,21 @@ mod tests {
     }
 
     #[test]
-    fn summary_averages_pairs_in_percent() {
+    fn localization_averages_pairs_in_percent() {
         let p = |auc: f64, hit: bool| PairScore {
             image: 0,
             class: 0,
             auc,
             hit,
+            predicted: true,
             cos: Some(0.5),
             l2: None,
         };
-        let s = summarize(0.5, 0.25, &[p(0.8, true), p(0.6, false)]);
+        let (a, b) = (p(0.8, true), p(0.6, false));
+        let s = Localization::of(&[&a, &b]);
         assert!((s.auc - 70.0).abs() < 1e-9 && (s.point_acc - 50.0).abs() < 1e-9);
-        assert!((s.map - 50.0).abs() < 1e-12 && (s.f1 - 25.0).abs() < 1e-12);
-        assert_eq!(s.cos, 0.5);
+        assert_eq!((s.cos, s.pairs), (0.5, 2));
         assert!(s.l2.is_nan(), "no reference: l2 undefined, not zero");
+        assert!(Localization::of(&[]).auc.is_nan(), "no pairs: undefined");
     }
 }

@@ -1,9 +1,15 @@
 //! Results for machines (JSON, CSV) and for people (Markdown tables, heat-map overlays).
 
+pub mod bars;
+pub mod claims;
+pub mod curves;
+pub mod html;
 pub mod overlay;
 pub mod sweep;
 
-use crate::evaluation::{PairScore, Scores};
+pub use crate::evaluation::health::{Warning, WarningKind};
+pub use crate::evaluation::{Localization, PairScore, Protocols, Scores};
+pub use crate::training::EpochRecord;
 use crate::metrics::mean_std;
 use crate::util::write_atomic;
 use anyhow::Result;
@@ -31,16 +37,16 @@ pub struct ResultRow {
     /// Sample-averaged F1 in %.
     pub f1: f64,
     /// Attribution ROC-AUC vs masks in %.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(deserialize_with = "crate::util::nan_if_null")]
     pub auc: f64,
     /// Pointing-game accuracy in %.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(deserialize_with = "crate::util::nan_if_null")]
     pub point_acc: f64,
     /// Cosine similarity to the teacher's maps.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(deserialize_with = "crate::util::nan_if_null")]
     pub cos: f64,
     /// Normalised l2 distance to the teacher's maps.
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(deserialize_with = "crate::util::nan_if_null")]
     pub l2: f64,
     /// Pairs the attribution metrics average over.
     pub pairs: usize,
@@ -55,13 +61,19 @@ pub struct ResultRow {
     /// Median inference latency of one image in ms on the machine that ran the experiment.
     #[serde(default)]
     pub latency_ms: f64,
+    /// The attribution metrics under both pair protocols (the row's own `auc` ... `pairs` are
+    /// those of `eval.pairs`); absent in results of older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocols: Option<Protocols>,
+    /// Per-epoch training record of this network's stage (empty when not trained here).
+    #[serde(default)]
+    pub history: Vec<EpochRecord>,
+    /// Health problems found in training or evaluation (at chance, predicts nothing, flat loss).
+    #[serde(default)]
+    pub warnings: Vec<Warning>,
 }
 
-/// Attribution metrics are undefined (NaN, written as JSON `null`) when a network predicts
-/// no ground-truth class correctly; this reads `null` back as NaN.
-fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-}
+
 
 impl ResultRow {
     /// A row from evaluation scores.
@@ -84,6 +96,9 @@ impl ResultRow {
             round: 0,
             sparsity: 0.0,
             latency_ms: 0.0,
+            protocols: None,
+            history: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -102,34 +117,79 @@ pub fn write_json(rows: &[ResultRow], path: &Path) -> Result<()> {
     write_atomic(path, serde_json::to_string_pretty(rows)?.as_bytes())
 }
 
-/// Per-pair attribution scores as CSV (network, seed, image, class, auc, hit, cos, l2).
-pub fn pairs_csv(network: &str, seed: u64, pairs: &[PairScore]) -> String {
-    let mut s = String::new();
-    for p in pairs {
-        let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "{network},{seed},{},{},{:.6},{},{},{}",
-            p.image,
-            p.class,
-            p.auc,
-            p.hit as u8,
-            opt(p.cos),
-            opt(p.l2)
-        );
-    }
-    s
+/// `pairs.csv`: every evaluated (image, class) pair of every network, written with a CSV
+/// writer (network names contain commas). `predicted` says whether the network predicts the
+/// pair's class, i.e. whether the pair counts under the paper's protocol.
+pub struct PairsCsv {
+    writer: csv::Writer<Vec<u8>>,
 }
 
-/// Header line of [`pairs_csv`].
-pub const PAIRS_CSV_HEADER: &str = "network,seed,image,class,auc,hit,cos,l2\n";
+#[derive(Serialize)]
+struct PairLine<'a> {
+    network: &'a str,
+    compression: &'a str,
+    regularizer: &'a str,
+    round: usize,
+    seed: u64,
+    image: usize,
+    class: usize,
+    predicted: u8,
+    auc: f64,
+    hit: u8,
+    cos: Option<f64>,
+    l2: Option<f64>,
+}
+
+impl PairsCsv {
+    /// An empty table (the header is written with the first line).
+    pub fn new() -> Self {
+        PairsCsv {
+            writer: csv::Writer::from_writer(Vec::new()),
+        }
+    }
+
+    /// Adds one network's pairs.
+    pub fn push(&mut self, row: &ResultRow, pairs: &[PairScore]) -> Result<()> {
+        for p in pairs {
+            self.writer.serialize(PairLine {
+                network: &row.network,
+                compression: &row.compression,
+                regularizer: &row.regularizer,
+                round: row.round,
+                seed: row.seed,
+                image: p.image,
+                class: p.class,
+                predicted: p.predicted as u8,
+                auc: p.auc,
+                hit: p.hit as u8,
+                cos: p.cos,
+                l2: p.l2,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The CSV bytes.
+    pub fn finish(self) -> Result<Vec<u8>> {
+        self.writer
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("cannot finish pairs.csv: {e}"))
+    }
+}
+
+impl Default for PairsCsv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 fn fmt_mean_std(values: &[f64], digits: usize) -> String {
     // Attribution metrics are undefined for a network that predicts no class right: average
     // the seeds where they are defined and say how many those are.
     let defined: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     if defined.is_empty() {
-        return "n/a".into();
+        // Undefined in every seed: no pair qualified (see the warnings section).
+        return "n/a (no pairs: predicts no present class)".into();
     }
     let (m, s) = mean_std(&defined);
     let mut text = if defined.len() < 2 {
@@ -141,6 +201,33 @@ fn fmt_mean_std(values: &[f64], digits: usize) -> String {
         text.push_str(&format!(" ({}/{} seeds)", defined.len(), values.len()));
     }
     text
+}
+
+/// The warnings section of `results.md`: every network with a health problem, loudly; or one
+/// line saying none was found.
+pub fn warnings_markdown(rows: &[ResultRow]) -> String {
+    let flagged: Vec<&ResultRow> = rows.iter().filter(|r| !r.warnings.is_empty()).collect();
+    if flagged.is_empty() {
+        return "## Training health\n\nNo network is at chance, predicts nothing or has a flat \
+                task loss.\n\n"
+            .into();
+    }
+    let mut out = format!(
+        "## ⚠ WARNINGS: {} network(s) failed to train properly\n\n\
+         Their rows in the tables below are not evidence for or against attribution matching.\n\n",
+        flagged.len()
+    );
+    for r in flagged {
+        for w in &r.warnings {
+            let _ = writeln!(
+                out,
+                "- **{} {} {}** (seed {}, round {}): {}",
+                r.network, r.compression, r.regularizer, r.seed, r.round, w.message
+            );
+        }
+    }
+    out.push('\n');
+    out
 }
 
 /// A Markdown table, one line per (network, compression, regularizer), mean ± std over seeds.
@@ -259,6 +346,32 @@ mod tests {
         assert!(md.contains("75.00 ± 7.07 (2/3 seeds)"), "{md}");
         let md = markdown_table(&[row("swa", 1, f64::NAN)]);
         assert!(md.contains("n/a"), "{md}");
+    }
+
+    #[test]
+    fn pairs_csv_quotes_names_with_commas_and_any_reader_gets_every_field() {
+        let mut r = row("none", 0, 70.0);
+        r.network = "3,M,5,M/1 structured".into();
+        let pair = PairScore {
+            image: 4,
+            class: 2,
+            auc: 0.75,
+            hit: true,
+            predicted: false,
+            cos: None,
+            l2: Some(0.5),
+        };
+        let mut csv_out = PairsCsv::new();
+        csv_out.push(&r, &[pair]).unwrap();
+        let bytes = csv_out.finish().unwrap();
+        let mut reader = csv::Reader::from_reader(bytes.as_slice());
+        let header = reader.headers().unwrap().clone();
+        let lines: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+        assert_eq!(header.len(), 12);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].len(), 12);
+        assert_eq!(&lines[0][0], "3,M,5,M/1 structured");
+        assert_eq!((&lines[0][7], &lines[0][8], &lines[0][10]), ("0", "0.75", ""));
     }
 
     #[test]

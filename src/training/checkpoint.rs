@@ -4,6 +4,7 @@
 //! The optimizer's state (SGD momentum, AdamW moments) is saved with the weights, so a resumed
 //! stage continues exactly as an uninterrupted one would.
 
+use super::EpochRecord;
 use crate::models::{Vgg, load_model, save_model};
 use crate::util::write_atomic;
 use anyhow::{Context, Result, anyhow};
@@ -27,23 +28,30 @@ pub fn stage_key<T: Serialize>(settings: &T) -> String {
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    let mut h = crate::util::Fnv1a::default();
+    h.write(bytes);
+    h.finish()
 }
 
 const OPTIMIZER_FILE: &str = "checkpoint.optim.bpk";
 
-/// Saves the model, the optimizer's state and the number of finished epochs. The state file is
-/// written last: a checkpoint only counts once all three are on disk.
+const HISTORY_FILE: &str = "history.json";
+
+/// Saves the model, the optimizer's state, the per-epoch record and the number of finished
+/// epochs. The state file is written last: a checkpoint only counts once all are on disk.
 pub fn save(
     model: &Vgg,
     optim: &ModuleOptimizer,
     dir: &Path,
     key: &str,
-    epochs_done: usize,
+    history: &[EpochRecord],
 ) -> Result<()> {
+    let epochs_done = history.len();
     save_model(model, &dir.join("checkpoint.safetensors"))?;
+    write_atomic(
+        &dir.join(HISTORY_FILE),
+        serde_json::to_string_pretty(history)?.as_bytes(),
+    )?;
     let record = optim
         .to_record()
         .into_bytes()
@@ -59,19 +67,34 @@ pub fn save(
     )
 }
 
-/// Returns the checkpointed model, the optimizer with its saved state and the finished epochs
-/// if `dir` holds a checkpoint for `key`, else the given model and optimizer and 0. The model
-/// returned has path-derived parameter ids (see [`stable_param_ids`]) either way.
+/// A stage restored from its checkpoint (or fresh).
+pub struct Resumed {
+    /// The network (path-derived parameter ids, see [`stable_param_ids`]).
+    pub model: Vgg,
+    /// The optimizer, with its saved state when there is one.
+    pub optim: ModuleOptimizer,
+    /// One record per finished epoch.
+    pub history: Vec<EpochRecord>,
+}
+
+/// Returns the checkpointed model, the optimizer with its saved state and the finished epochs'
+/// records if `dir` holds a checkpoint for `key`, else the given model and optimizer and no
+/// epochs.
 pub fn resume(
     model: Vgg,
     optim: ModuleOptimizer,
     dir: &Path,
     key: &str,
     device: &Device,
-) -> Result<(Vgg, ModuleOptimizer, usize)> {
+) -> Result<Resumed> {
     let Some(epochs_done) = finished_epochs(dir, key)? else {
-        return Ok((stable_param_ids(model), optim, 0));
+        return Ok(Resumed {
+            model: stable_param_ids(model),
+            optim,
+            history: Vec::new(),
+        });
     };
+    let history = read_history(dir, epochs_done)?;
     let loaded = stable_param_ids(load_model(&dir.join("checkpoint.safetensors"), device)?);
     let optim_path = dir.join(OPTIMIZER_FILE);
     // A checkpoint written before optimizer states were saved resumes with a fresh optimizer.
@@ -83,7 +106,35 @@ pub fn resume(
         }
         Err(_) => optim,
     };
-    Ok((loaded, optim, epochs_done))
+    Ok(Resumed {
+        model: loaded,
+        optim,
+        history,
+    })
+}
+
+/// The first `epochs_done` epoch records of a checkpoint (the file must hold at least that
+/// many: the record is written before the state file that counts the epochs).
+fn read_history(dir: &Path, epochs_done: usize) -> Result<Vec<EpochRecord>> {
+    let path = dir.join(HISTORY_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{}: missing; the checkpoint in {} cannot be resumed (delete the folder to retrain)",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let mut history: Vec<EpochRecord> = serde_json::from_str(&text)
+        .with_context(|| format!("{}: corrupt training record", path.display()))?;
+    anyhow::ensure!(
+        history.len() >= epochs_done,
+        "{}: holds {} epochs, the checkpoint {epochs_done}; delete {} to retrain",
+        path.display(),
+        history.len(),
+        dir.display()
+    );
+    history.truncate(epochs_done);
+    Ok(history)
 }
 
 /// The finished epochs of the checkpoint in `dir` if there is one for `key`.
@@ -92,9 +143,26 @@ fn finished_epochs(dir: &Path, key: &str) -> Result<Option<usize>> {
     let Ok(text) = std::fs::read_to_string(&state_path) else {
         return Ok(None);
     };
-    let state: State = serde_json::from_str(&text)
-        .with_context(|| format!("{}: corrupt checkpoint state", state_path.display()))?;
-    Ok((state.key == key).then_some(state.epochs_done))
+    let state: State = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: corrupt checkpoint state; delete {} to retrain this stage",
+            state_path.display(),
+            dir.display()
+        )
+    })?;
+    if state.key != key {
+        eprintln!(
+            "{}: settings or upstream stages changed since its checkpoint; retraining",
+            dir.display()
+        );
+        return Ok(None);
+    }
+    eprintln!(
+        "{}: reusing its checkpoint ({} epochs done)",
+        dir.display(),
+        state.epochs_done
+    );
+    Ok(Some(state.epochs_done))
 }
 
 /// Gives every parameter of `model` an id derived from its module path (`blocks.0.conv.weight`,

@@ -2,14 +2,14 @@
 //! attribution-matching regularizer, with the teacher frozen in evaluation mode.
 
 use super::{
-    Normalization, TrainConfig, checkpoint, draw_dropout, epoch_batches, finite_loss, make_batch,
-    progress,
+    EpochRecord, Normalization, TrainConfig, Validator, checkpoint, draw_dropout, epoch_batches,
+    epoch_record, finite_loss, make_batch, progress,
 };
 use crate::attribution::one_hot;
 use crate::compression::Compression;
 use crate::compression::unstructured::ConvMasks;
 use crate::data::Dataset;
-use crate::matching::{MapDistance, MatchInputs, Regularizer, SswaMode};
+use crate::matching::{BetaScale, MapDistance, MatchInputs, Regularizer, SswaMode};
 use crate::models::vgg::HeadPool;
 use crate::models::{HeadDropout, Vgg};
 use crate::util::derive_seed;
@@ -61,6 +61,9 @@ pub struct MatchConfig {
     pub target: MatchTarget,
     /// Loss form.
     pub distance: MapDistance,
+    /// How the loss is scaled before beta: `paper-map` (default) keeps the paper's betas
+    /// meaningful at any map size; `per-position` is the authors' raw mean.
+    pub beta_scale: BetaScale,
     /// Epochs over which beta ramps linearly from 0 to its value (0: full beta from the first
     /// step, as the paper). A ramp lets a tiny student first learn from the task loss: at full
     /// beta from step one, /8 students sometimes collapse to predicting nothing, a fixed point of
@@ -84,12 +87,37 @@ impl Default for MatchConfig {
             layer: MatchLayer::LastConv,
             target: MatchTarget::Top1,
             distance: MapDistance::MeanSquared,
+            beta_scale: BetaScale::PaperMap,
             warmup_epochs: 0.0,
         }
     }
 }
 
 impl MatchConfig {
+    /// Checks the strengths and rates; a matching regularizer with a beta that is not a
+    /// positive number would silently train without matching.
+    pub fn validate(&self, regularizers: &[String]) -> Result<()> {
+        for r in regularizers.iter().filter(|r| r.as_str() != "none") {
+            let beta = self.beta(r);
+            if !(beta.is_finite() && beta > 0.0) {
+                let key = if r == "ewa" { "beta_ewa" } else { "beta_swa" };
+                bail!(
+                    "matching.{key} must be a positive number for regularizer '{r}', got {beta}"
+                );
+            }
+        }
+        if !(0.0..1.0).contains(&self.drop) {
+            bail!("matching.drop must be in [0, 1), got {}", self.drop);
+        }
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            bail!(
+                "matching.warmup_epochs must be >= 0, got {}",
+                self.warmup_epochs
+            );
+        }
+        Ok(())
+    }
+
     /// The beta for a regularizer name.
     pub fn beta(&self, regularizer: &str) -> f64 {
         match regularizer {
@@ -168,6 +196,9 @@ pub struct StudentRun<'a> {
     pub spec: FineTuneSpec<'a>,
     /// Its stage folder (checkpoints).
     pub dir: std::path::PathBuf,
+    /// Hash of what the student starts from (teacher, earlier pruning round, data); part of
+    /// the stage key, so a changed upstream stage retrains this one.
+    pub upstream: String,
 }
 
 /// Fine-tunes `student` (autodiff device) against `teacher` (plain device, evaluation mode).
@@ -184,8 +215,11 @@ pub fn fine_tune(
         model: student,
         spec: *spec,
         dir: dir.to_path_buf(),
+        upstream: String::new(),
     };
-    Ok(fine_tune_lockstep(vec![run], teacher, data, norm)?.remove(0))
+    Ok(fine_tune_lockstep(vec![run], teacher, data, norm, None)?
+        .remove(0)
+        .0)
 }
 
 fn check_compatible(student: &Vgg, teacher: &Vgg, spec: &FineTuneSpec) -> Result<()> {
@@ -216,13 +250,15 @@ fn check_compatible(student: &Vgg, teacher: &Vgg, spec: &FineTuneSpec) -> Result
 /// Fine-tunes several students in lockstep: every student sees the same batches with the same
 /// augmentation (a paired comparison), and the teacher runs once per batch for all of them.
 /// All students share the first one's training settings and seed. Each student checkpoints
-/// into its own folder after every epoch and resumes from it.
+/// into its own folder after every epoch and resumes from it. Returns each student with its
+/// per-epoch record (validated by `validate` when given).
 pub fn fine_tune_lockstep(
     runs: Vec<StudentRun>,
     teacher: &Vgg,
     data: &Dataset,
     norm: &Normalization,
-) -> Result<Vec<Vgg>> {
+    validate: Option<&Validator>,
+) -> Result<Vec<(Vgg, Vec<EpochRecord>)>> {
     let Some(first) = runs.first() else {
         return Ok(Vec::new());
     };
@@ -246,6 +282,7 @@ pub fn fine_tune_lockstep(
             run.spec.regularizer.name(),
             run.spec.beta,
             run.spec.matching,
+            &run.upstream,
         ));
         // Masks come from the freshly pruned student, not from a resumed checkpoint.
         let masks = run
@@ -253,13 +290,13 @@ pub fn fine_tune_lockstep(
             .compression
             .keeps_zeros()
             .then(|| ConvMasks::from_zeros(&run.model));
-        let (model, optim, done) =
-            checkpoint::resume(run.model, cfg.optimizer(), &run.dir, &key, &device)?;
+        let resumed = checkpoint::resume(run.model, cfg.optimizer(), &run.dir, &key, &device)?;
         states.push(State {
-            model,
-            done,
+            model: resumed.model,
+            done: resumed.history.len(),
+            history: resumed.history,
             key,
-            optim,
+            optim: resumed.optim,
             spec: run.spec,
             dir: run.dir,
             sums: (0.0, 0.0),
@@ -291,9 +328,7 @@ pub fn fine_tune_lockstep(
         let started = std::time::Instant::now();
         let batches = epoch_batches(data.len(), cfg.batch_size, seed, epoch);
         for (step, idx) in batches.iter().enumerate() {
-            let lr = cfg
-                .schedule
-                .lr(cfg.lr, epoch * steps_per_epoch + step, total);
+            let lr = cfg.lr_at(epoch * steps_per_epoch + step, steps_per_epoch, total);
             let aug = cfg.augmenter();
             let (x, y) = make_batch(data, idx, norm, aug, &mut data_rng, &device);
             // Teacher: evaluation mode on the plain device, constants for the students' losses.
@@ -332,25 +367,24 @@ pub fn fine_tune_lockstep(
             if st.done > epoch {
                 continue;
             }
-            msg.push_str(&format!(
-                "; {} task {:.4} match {:.4}",
-                st.spec.label,
-                st.sums.0 / nb,
-                st.sums.1 / nb
-            ));
+            let matched = (st.spec.beta > 0.0).then_some(st.sums.1 / nb);
+            let record = epoch_record(epoch, st.sums.0 / nb, matched, &st.model, validate)?;
+            msg.push_str(&format!("; {} {}", st.spec.label, record.summary()));
+            st.history.push(record);
             st.sums = (0.0, 0.0);
             st.done = epoch + 1;
-            checkpoint::save(&st.model, &st.optim, &st.dir, &st.key, epoch + 1)?;
+            checkpoint::save(&st.model, &st.optim, &st.dir, &st.key, &st.history)?;
         }
         super::epoch_done(&bar, &label, epoch, cfg.epochs, msg);
     }
     bar.finish_and_clear();
-    Ok(states.into_iter().map(|s| s.model).collect())
+    Ok(states.into_iter().map(|s| (s.model, s.history)).collect())
 }
 
 struct State<'a> {
     model: Vgg,
     done: usize,
+    history: Vec<EpochRecord>,
     key: String,
     optim: burn::optim::ModuleOptimizer,
     spec: FineTuneSpec<'a>,
@@ -469,7 +503,11 @@ fn matching_term(
         teacher_weights: t_w,
     };
     let (ms, mt) = spec.regularizer.maps(&inputs, rng)?;
-    Some(spec.matching.distance.loss(ms, mt))
+    Some(
+        spec.matching
+            .distance
+            .scaled_loss(ms, mt, spec.matching.beta_scale),
+    )
 }
 
 #[cfg(test)]

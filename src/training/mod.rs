@@ -31,6 +31,82 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// One finished epoch of a training stage.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EpochRecord {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Mean task loss over the epoch's batches (BCE for the teacher, the compression's loss
+    /// for students).
+    pub task_loss: f64,
+    /// Mean un-scaled matching loss (absent without matching).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_loss: Option<f64>,
+    /// Validation mAP in %.
+    pub val_map: f64,
+    /// Validation sample-averaged F1 in %.
+    pub val_f1: f64,
+    /// Fraction of validation (image, class) scores predicted present (logit > 0).
+    pub val_positive_rate: f64,
+}
+
+
+/// Validation scores of one epoch's network.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ValScores {
+    /// mAP in %.
+    pub map: f64,
+    /// Sample-averaged F1 in %.
+    pub f1: f64,
+    /// Fraction of (image, class) scores predicted present.
+    pub positive_rate: f64,
+}
+
+/// Scores a network (on the autodiff device) on the validation split after each epoch; the
+/// experiment supplies it, so training needs no evaluation code.
+pub type Validator<'a> = dyn Fn(&Vgg) -> Result<ValScores> + 'a;
+
+/// The record of a finished epoch; validation scores are NaN without a validator.
+pub fn epoch_record(
+    epoch: usize,
+    task_loss: f64,
+    match_loss: Option<f64>,
+    model: &Vgg,
+    validate: Option<&Validator>,
+) -> Result<EpochRecord> {
+    let nan = ValScores {
+        map: f64::NAN,
+        f1: f64::NAN,
+        positive_rate: f64::NAN,
+    };
+    let val = validate.map(|v| v(model)).transpose()?.unwrap_or(nan);
+    Ok(EpochRecord {
+        epoch: epoch + 1,
+        task_loss,
+        match_loss,
+        val_map: val.map,
+        val_f1: val.f1,
+        val_positive_rate: val.positive_rate,
+    })
+}
+
+impl EpochRecord {
+    /// The epoch as a log fragment: losses and validation scores.
+    pub fn summary(&self) -> String {
+        let mut s = format!("task {:.4}", self.task_loss);
+        if let Some(m) = self.match_loss {
+            s.push_str(&format!(" match {m:.4}"));
+        }
+        if self.val_map.is_finite() {
+            s.push_str(&format!(
+                " val mAP {:.1}% F1 {:.1}%",
+                self.val_map, self.val_f1
+            ));
+        }
+        s
+    }
+}
+
 /// Optimisation settings of one training stage.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -59,13 +135,18 @@ pub struct TrainConfig {
     #[serde(skip_serializing_if = "is_default")]
     pub augmentation: AugmentKind,
     /// Area fraction range of `resized-crop` (torchvision: 0.08..1).
-    #[serde(skip_serializing_if = "is_default_crop_scale")]
+    #[serde(skip_serializing_if = "is_default_crop_scale", serialize_with = "crate::util::ser_f32_pair")]
     pub crop_scale: [f32; 2],
     /// Largest l2 norm of each parameter tensor's gradient (burn's per-tensor norm clipping);
     /// 0 turns clipping off (default, as the paper). The normalised-map matching loss has
     /// gradients of order 1/||map||, which explode while a student's map is near zero.
     #[serde(skip_serializing_if = "is_default")]
     pub grad_clip: f64,
+    /// Epochs over which the learning rate ramps linearly from 0 to the schedule's value
+    /// (0: none). A deep plain VGG trained from scratch on a small dataset can sit at chance
+    /// for hundreds of steps at full rate; a warm-up lets it leave chance early.
+    #[serde(skip_serializing_if = "is_default")]
+    pub warmup_epochs: f64,
 }
 
 /// Which training augmentation [`TrainConfig::augment`] applies.
@@ -115,6 +196,7 @@ impl Default for TrainConfig {
             augmentation: AugmentKind::CropFlip,
             crop_scale: DEFAULT_CROP_SCALE,
             grad_clip: 0.0,
+            warmup_epochs: 0.0,
         }
     }
 }
@@ -140,6 +222,12 @@ impl TrainConfig {
                 self.grad_clip
             );
         }
+        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
+            bail!(
+                "{stage}: warmup_epochs must be >= 0 (0: none), got {}",
+                self.warmup_epochs
+            );
+        }
         let [lo, hi] = self.crop_scale;
         if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
             bail!("{stage}: crop_scale must satisfy 0 < min <= max <= 1, got [{lo}, {hi}]");
@@ -158,6 +246,18 @@ impl TrainConfig {
                 scale: (self.crop_scale[0], self.crop_scale[1]),
             },
         })
+    }
+
+    /// The learning rate at global step `step` of `total`, `steps_per_epoch` per epoch: the
+    /// schedule's rate times the linear warm-up factor.
+    pub fn lr_at(&self, step: usize, steps_per_epoch: usize, total: usize) -> f64 {
+        let warm_steps = self.warmup_epochs * steps_per_epoch as f64;
+        let warm = if warm_steps > 0.0 {
+            ((step + 1) as f64 / warm_steps).min(1.0)
+        } else {
+            1.0
+        };
+        warm * self.schedule.lr(self.lr, step, total)
     }
 
     /// The SGD optimiser these settings describe.
@@ -242,10 +342,12 @@ pub fn progress(len: u64, label: &str) -> ProgressBar {
 /// Reports the end of an epoch: on the bar's message when it is drawn, else as a log line
 /// (so logs of non-interactive runs still show progress).
 pub fn epoch_done(bar: &ProgressBar, label: &str, epoch: usize, epochs: usize, msg: String) {
+    let line = format!("{label}: epoch {}/{epochs} {msg}", epoch + 1);
     if bar.is_hidden() {
-        eprintln!("{label}: epoch {}/{epochs} {msg}", epoch + 1);
+        eprintln!("{line}");
     } else {
-        bar.set_message(msg);
+        // Keep every epoch's line above the bar: the validation curve stays readable.
+        bar.println(line);
     }
 }
 
@@ -260,37 +362,50 @@ pub fn finite_loss(loss: &Tensor<1>, stage: &str, epoch: usize, step: usize) -> 
     Ok(v)
 }
 
+/// Where a supervised stage trains and checkpoints, and who validates it.
+pub struct Stage<'a> {
+    /// Stage folder (checkpoints, training record).
+    pub dir: &'a Path,
+    /// Label for progress and errors.
+    pub label: &'a str,
+    /// Scores the network on the validation split after every epoch.
+    pub validate: Option<&'a Validator<'a>>,
+    /// Hash of everything upstream of this stage that determines its result besides its own
+    /// settings (e.g. the data's identity, the network it starts from).
+    pub upstream: &'a str,
+}
+
 /// Trains a network from scratch on multi-hot labels (the teacher), resuming from a checkpoint
-/// in `dir` if one matches `key`. `model` must live on an autodiff device.
+/// in `dir` if one matches `key`. `model` must live on an autodiff device. Returns the network
+/// and its per-epoch record.
 pub fn train_supervised(
     model: Vgg,
     data: &Dataset,
     norm: &Normalization,
     cfg: &TrainConfig,
     seed: u64,
-    dir: &Path,
-    label: &str,
-) -> Result<Vgg> {
-    train_supervised_until(model, data, norm, cfg, seed, dir, label, cfg.epochs)
+    stage: &Stage,
+) -> Result<(Vgg, Vec<EpochRecord>)> {
+    train_supervised_until(model, data, norm, cfg, seed, stage, cfg.epochs)
 }
 
 /// [`train_supervised`] that stops (as if interrupted) once `stop_after` epochs are done.
-#[allow(clippy::too_many_arguments)]
 fn train_supervised_until(
     model: Vgg,
     data: &Dataset,
     norm: &Normalization,
     cfg: &TrainConfig,
     seed: u64,
-    dir: &Path,
-    label: &str,
+    stage: &Stage,
     stop_after: usize,
-) -> Result<Vgg> {
+) -> Result<(Vgg, Vec<EpochRecord>)> {
+    let (dir, label) = (stage.dir, stage.label);
     cfg.validate(label)?;
     let device = model.devices()[0].clone();
-    let key = checkpoint::stage_key(&(cfg, seed, &model.arch, "supervised"));
-    let (mut model, mut optim, start) =
-        checkpoint::resume(model, cfg.optimizer(), dir, &key, &device)?;
+    let key = checkpoint::stage_key(&(cfg, seed, &model.arch, "supervised", stage.upstream));
+    let resumed = checkpoint::resume(model, cfg.optimizer(), dir, &key, &device)?;
+    let (mut model, mut optim, mut history) = (resumed.model, resumed.optim, resumed.history);
+    let start = history.len();
     let steps_per_epoch = epoch_batches(data.len(), cfg.batch_size, seed, 0).len();
     let total = steps_per_epoch * cfg.epochs;
     let bar = progress(total as u64, label);
@@ -302,8 +417,7 @@ fn train_supervised_until(
         let started = std::time::Instant::now();
         let batches = epoch_batches(data.len(), cfg.batch_size, seed, epoch);
         for (step, idx) in batches.iter().enumerate() {
-            let global = epoch * steps_per_epoch + step;
-            let lr = cfg.schedule.lr(cfg.lr, global, total);
+            let lr = cfg.lr_at(epoch * steps_per_epoch + step, steps_per_epoch, total);
             let (x, y) = make_batch(data, idx, norm, cfg.augmenter(), &mut rng, &device);
             let drop = draw_dropout(&model, idx.len(), &mut rng, &device);
             let logits = model.head_with_dropout(model.features(x), &drop);
@@ -314,15 +428,20 @@ fn train_supervised_until(
             bar.inc(1);
         }
         let rate = data.len() as f64 / started.elapsed().as_secs_f64();
-        let msg = format!(
-            "loss {:.4}, {rate:.0} img/s",
-            sum / batches.len().max(1) as f64
+        let loss = sum / batches.len().max(1) as f64;
+        let record = epoch_record(epoch, loss, None, &model, stage.validate)?;
+        epoch_done(
+            &bar,
+            label,
+            epoch,
+            cfg.epochs,
+            format!("{}, {rate:.0} img/s", record.summary()),
         );
-        epoch_done(&bar, label, epoch, cfg.epochs, msg);
-        checkpoint::save(&model, &optim, dir, &key, epoch + 1)?;
+        history.push(record);
+        checkpoint::save(&model, &optim, dir, &key, &history)?;
     }
     bar.finish_and_clear();
-    Ok(model)
+    Ok((model, history))
 }
 
 #[cfg(test)]
@@ -408,8 +527,16 @@ mod tests {
         let root = std::env::temp_dir().join(format!("faithful-resume-{}", std::process::id()));
         let run = |dir: &str, stop: usize| {
             let model = arch.init(&device, 7).unwrap();
-            train_supervised_until(model, &data, &norm, &cfg, 3, &root.join(dir), "t", stop)
+            let dir = root.join(dir);
+            let stage = Stage {
+                dir: &dir,
+                label: "t",
+                validate: None,
+                upstream: "",
+            };
+            train_supervised_until(model, &data, &norm, &cfg, 3, &stage, stop)
                 .unwrap()
+                .0
         };
         let whole = classifier_weights(&run("whole", 3));
         run("resumed", 1);
