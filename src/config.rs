@@ -324,6 +324,23 @@ mod tests {
         }
     }
 
+    /// A saved config is reloaded on top of the demo's settings, so a field left out of the
+    /// saved text would silently take the demo's value: every preset and a config whose
+    /// values differ from the demo's must survive `to_toml` -> `from_toml` unchanged.
+    #[test]
+    fn saved_configs_reload_exactly_through_the_demo_merge() {
+        let mut other = ExperimentConfig::demo();
+        other.teacher.train.warmup_epochs = 0.0;
+        other.teacher.train.optimizer = crate::training::OptimizerKind::Sgd;
+        other.student_train.grad_clip = 0.0;
+        other.matching.beta_scale = crate::matching::BetaScale::PerPosition;
+        other.eval.pairs = crate::evaluation::PairSet::Present;
+        for cfg in [ExperimentConfig::demo(), ExperimentConfig::quick(), other] {
+            let back = ExperimentConfig::from_toml(&cfg.to_toml().unwrap()).unwrap();
+            assert_eq!(back, cfg);
+        }
+    }
+
     #[test]
     fn partial_tables_keep_the_demo_values_of_missing_keys() {
         let cfg =
@@ -355,7 +372,8 @@ mod tests {
             assert!(err.contains(needle), "{text}: {err}");
         }
         // beta 0 is fine when only naive KD runs
-        let ok = ExperimentConfig::from_toml("regularizers = [\"none\"]\n[matching]\nbeta_swa = 0.0");
+        let ok =
+            ExperimentConfig::from_toml("regularizers = [\"none\"]\n[matching]\nbeta_swa = 0.0");
         ok.unwrap().validate().unwrap();
     }
 

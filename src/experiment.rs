@@ -18,7 +18,7 @@ use crate::training::{
     self, FineTuneSpec, Normalization, Stage, StudentRun, TrainConfig, ValScores, Validator,
 };
 use crate::util::{config_name, derive_seed, write_atomic};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -68,8 +68,8 @@ struct Ctx<'a> {
 /// enabled internally for training).
 pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcome> {
     cfg.validate()?;
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    refuse_other_data(cfg, &out.join("config.toml"))?;
+    let _lock = crate::util::RunLock::acquire(out)?;
+    clear_run_outputs(out)?;
     write_atomic(&out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
     eprintln!("loading the {} dataset ...", cfg.dataset.name());
     let splits = cfg.dataset.load(&cfg.data)?;
@@ -172,6 +172,7 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
     let (title, rest) = body.split_once("\n\n").unwrap_or(("", &body));
     let markdown = format!("{title}\n\n{}{rest}", report::warnings_markdown(&rows));
     write_atomic(&out.join("results.md"), markdown.as_bytes())?;
+    report::html::write_report(out)?;
     Ok(Outcome {
         rows,
         table,
@@ -179,29 +180,32 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
     })
 }
 
-/// Stage checkpoints are keyed by their training settings, not by the data they saw; resuming
-/// into a folder whose run used other data (or another normalisation or starting point) would
-/// silently mix the two, so it is refused.
-fn refuse_other_data(cfg: &ExperimentConfig, saved: &Path) -> Result<()> {
-    if !saved.exists() {
-        return Ok(());
-    }
-    let old = ExperimentConfig::load(saved)
-        .with_context(|| format!("{} exists but cannot be read", saved.display()))?;
-    let identity = |c: &ExperimentConfig| {
-        (
-            c.dataset.clone(),
-            c.data.clone(),
-            c.input_norm,
-            c.teacher.pretrained.clone(),
-        )
-    };
-    if identity(&old) != identity(cfg) {
-        bail!(
-            "{} holds a run on other data (dataset, data, input_norm or teacher.pretrained \
-             differ); choose another output folder",
-            saved.parent().unwrap_or(saved).display()
-        );
+/// Removes the run-level outputs of an earlier run in `out` (tables, plots, report), so that
+/// nothing a previous config produced (an overlay of a compression no longer in the grid, say)
+/// survives into this run's report. Stage folders stay: their keys decide what is reused.
+fn clear_run_outputs(out: &Path) -> Result<()> {
+    let entries =
+        std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let run_output = [
+            "results.",
+            "pairs.csv",
+            "overlays-",
+            "sweep.",
+            "report.",
+            "bars",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p));
+        if run_output && path.is_file() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove stale {}", path.display()))?;
+        }
     }
     Ok(())
 }
@@ -282,11 +286,14 @@ fn evaluate_row(
 
 /// A warning for each pair protocol under which no pair qualifies.
 fn undefined_protocols(p: &evaluation::Protocols) -> Vec<Warning> {
-    [(PairSet::Predicted, "paper's (predicted pairs)"), (PairSet::Present, "present-pairs")]
-        .into_iter()
-        .filter(|(set, _)| p.get(*set).pairs == 0)
-        .map(|(_, name)| health::no_pairs(name))
-        .collect()
+    [
+        (PairSet::Predicted, "paper's (predicted pairs)"),
+        (PairSet::Present, "present-pairs"),
+    ]
+    .into_iter()
+    .filter(|(set, _)| p.get(*set).pairs == 0)
+    .map(|(_, name)| health::no_pairs(name))
+    .collect()
 }
 
 /// Trains (or resumes) the teacher.
@@ -400,13 +407,8 @@ fn fine_tune_all(
         .iter()
         .map(|r| stage_key(&(&r.upstream, r.spec.beta, train, &cfg.matching, r.spec.seed)))
         .collect();
-    let tuned = training::fine_tune_lockstep(
-        runs,
-        teacher,
-        &ctx.splits.train,
-        ctx.norm,
-        ctx.validate,
-    )?;
+    let tuned =
+        training::fine_tune_lockstep(runs, teacher, &ctx.splits.train, ctx.norm, ctx.validate)?;
     // Students train together; each is charged an equal share of the wall time.
     let share = start.elapsed().as_secs_f64() / tuned.len().max(1) as f64;
     let mut out = Vec::new();

@@ -8,7 +8,7 @@
 use crate::attribution::Attribution;
 use crate::data::image_io::{read_rgb, resize_bilinear};
 use crate::models::{Vgg, load_model};
-use crate::report::overlay::{Panel, grid, render_panel, save_png};
+use crate::report::overlay::{Panel, grid, is_constant, render_panel, save_png};
 use crate::training::Normalization;
 use crate::util::write_atomic;
 use anyhow::{Context, Result, bail, ensure};
@@ -64,8 +64,12 @@ pub enum ClassChoice {
     Named(String),
 }
 
-/// One class's score and the overlay written for it.
+/// Note for a class whose map is zero (or constant) everywhere.
+pub const ZERO_MAP_NOTE: &str = "Grad-CAM is zero everywhere: no positive evidence for this class";
+
+/// One class's score and the overlay written for it. In JSON, `peak` is `null` for a zero map.
 #[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(into = "ClassExplanationJson")]
 pub struct ClassExplanation {
     /// Class name.
     pub class: String,
@@ -75,8 +79,56 @@ pub struct ClassExplanation {
     pub probability: f32,
     /// Overlay PNG written for this class.
     pub overlay: PathBuf,
-    /// Location of the attribution map's maximum, as (x, y) in original-image pixels.
+    /// Location of the attribution map's maximum, as (x, y) in original-image pixels; (0, 0)
+    /// and meaningless when `zero_map` (a constant map has no maximum).
     pub peak: (usize, usize),
+    /// The map is zero (or constant) everywhere: no peak, nothing marked on the overlay.
+    pub zero_map: bool,
+    /// Why there is no peak ([`ZERO_MAP_NOTE`]), when `zero_map`.
+    pub note: Option<String>,
+}
+
+impl ClassExplanation {
+    /// One line for people: class, probability, peak (or the zero-map note) and overlay file.
+    pub fn summary(&self) -> String {
+        let peak = match &self.note {
+            Some(note) => format!("no peak: {note}"),
+            None => format!("peak at ({}, {})", self.peak.0, self.peak.1),
+        };
+        format!(
+            "{:<16} p={:.3}  {peak}  -> {}",
+            self.class,
+            self.probability,
+            self.overlay.display()
+        )
+    }
+}
+
+/// The JSON form of [`ClassExplanation`]: `peak` is `null` when there is none.
+#[derive(Serialize)]
+struct ClassExplanationJson {
+    class: String,
+    index: usize,
+    probability: f32,
+    overlay: PathBuf,
+    peak: Option<(usize, usize)>,
+    zero_map: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+impl From<ClassExplanation> for ClassExplanationJson {
+    fn from(c: ClassExplanation) -> Self {
+        ClassExplanationJson {
+            peak: (!c.zero_map).then_some(c.peak),
+            class: c.class,
+            index: c.index,
+            probability: c.probability,
+            overlay: c.overlay,
+            zero_map: c.zero_map,
+            note: c.note,
+        }
+    }
 }
 
 /// Everything explained for one image.
@@ -131,7 +183,9 @@ fn file_safe(name: &str) -> String {
 }
 
 /// Explains one image: predicts, computes `method`'s map for each chosen class, and writes one
-/// overlay PNG per class into `out_dir` (original image | overlay, side by side).
+/// overlay PNG per class into `out_dir` (original image | overlay, side by side). A map that
+/// is zero (or constant) everywhere has no peak: the overlay is hatched and labelled instead
+/// of marked, the explanation says `zero_map`, and a line on stderr says so.
 pub fn explain_image(
     model: &Vgg,
     info: &DatasetInfo,
@@ -171,13 +225,25 @@ pub fn explain_image(
         let maps = method.maps(model, x.clone(), &[k])?;
         let [_, h, w] = maps.dims();
         let map = tensor_vec(maps.into_data())?;
+        let zero_map = is_constant(&map);
+        if zero_map {
+            eprintln!(
+                "{}: class {}: {ZERO_MAP_NOTE} (no peak marked)",
+                image_path.display(),
+                info.class_names[k]
+            );
+        }
         let upsampled = crate::metrics::upsample_bilinear(&map, h, w, shown_h, shown_w)?;
-        let peak_idx = argmax(&upsampled);
-        let peak_shown = (peak_idx % shown_w, peak_idx / shown_w);
-        let peak = (
-            ((peak_shown.0 as f32 + 0.5) / scale) as usize,
-            ((peak_shown.1 as f32 + 0.5) / scale) as usize,
-        );
+        let peak = if zero_map {
+            (0, 0)
+        } else {
+            let peak_idx = argmax(&upsampled);
+            let peak_shown = (peak_idx % shown_w, peak_idx / shown_w);
+            (
+                ((peak_shown.0 as f32 + 0.5) / scale) as usize,
+                ((peak_shown.1 as f32 + 0.5) / scale) as usize,
+            )
+        };
         let plain = Panel {
             image: &shown,
             map: None,
@@ -204,6 +270,8 @@ pub fn explain_image(
             probability: probabilities[k],
             overlay: path,
             peak,
+            zero_map,
+            note: zero_map.then(|| ZERO_MAP_NOTE.to_string()),
         });
     }
     Ok(ImageExplanation {
@@ -293,5 +361,104 @@ mod tests {
     fn file_names_are_sanitised() {
         assert_eq!(file_safe("T-shirt/top"), "T-shirt_top");
         assert_eq!(file_safe("ankle boot"), "ankle_boot");
+    }
+
+    /// A stand-in attribution method: 4x4 maps that are all zero, or 1 in one cell (x=3, y=1)
+    /// and 0 elsewhere. It lets the tests choose the map without training a network.
+    struct FixedMaps {
+        zero: bool,
+    }
+
+    impl Attribution for FixedMaps {
+        fn name(&self) -> &'static str {
+            "fixed"
+        }
+        fn maps(&self, model: &Vgg, _x: Tensor<4>, classes: &[usize]) -> Result<Tensor<3>> {
+            let mut one = vec![0.0f32; 16];
+            if !self.zero {
+                one[4 + 3] = 1.0;
+            }
+            let values: Vec<f32> = classes.iter().flat_map(|_| one.clone()).collect();
+            let data = TensorData::new(values, [classes.len(), 4, 4]);
+            Ok(Tensor::from_data(data, &model.devices()[0]))
+        }
+    }
+
+    /// A tiny random network, its dataset description and a 32x32 test picture in `dir`.
+    fn setup(dir: &Path) -> (Vgg, DatasetInfo, PathBuf) {
+        let arch = crate::models::VggArch {
+            layout: "tiny".into(),
+            num_classes: 3,
+            input_size: 32,
+            ..crate::models::VggArch::default()
+        };
+        let model = arch.init(&Device::flex(), 1).unwrap();
+        let info = DatasetInfo {
+            name: "test".into(),
+            class_names: ["a", "b", "c"].map(String::from).to_vec(),
+            normalization: Normalization {
+                mean: [0.5; 3],
+                std: [0.25; 3],
+            },
+        };
+        let img = dir.join("pic.png");
+        image::RgbImage::from_fn(32, 32, |x, y| {
+            image::Rgb([(x * 8) as u8, (y * 8) as u8, 90])
+        })
+        .save(&img)
+        .unwrap();
+        (model, info, img)
+    }
+
+    fn marker_pixels(path: &Path) -> usize {
+        let png = image::open(path).unwrap().to_rgb8();
+        let marker = crate::report::overlay::MARKER_COLOR;
+        png.pixels().filter(|p| p.0 == marker).count()
+    }
+
+    #[test]
+    fn zero_maps_have_no_peak_and_say_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, info, img) = setup(dir.path());
+        let choice = ClassChoice::Top(2);
+        let zero = FixedMaps { zero: true };
+        let e = explain_image(&model, &info, &zero, &img, &choice, dir.path()).unwrap();
+        assert_eq!(e.classes.len(), 2);
+        for c in &e.classes {
+            assert!(c.zero_map, "{c:?}");
+            assert_eq!(c.note.as_deref(), Some(ZERO_MAP_NOTE));
+            assert_eq!(marker_pixels(&c.overlay), 0, "a zero map was marked");
+            assert!(c.summary().contains("no peak") && !c.summary().contains("peak at"));
+        }
+        let json: serde_json::Value = serde_json::to_value(&e).unwrap();
+        let first = &json["classes"][0];
+        assert_eq!(first["zero_map"], serde_json::Value::Bool(true));
+        assert!(first["peak"].is_null(), "{first}");
+        assert!(first["note"].as_str().unwrap().contains("zero everywhere"));
+
+        // the same network with a one-cell map: a peak in that cell (x 24..32, y 8..16 of the
+        // 32-px image), marked on the overlay
+        let one = FixedMaps { zero: false };
+        let e = explain_image(&model, &info, &one, &img, &choice, dir.path()).unwrap();
+        for c in &e.classes {
+            assert!(!c.zero_map && c.note.is_none(), "{c:?}");
+            assert!(
+                (24..32).contains(&c.peak.0) && (8..16).contains(&c.peak.1),
+                "{:?}",
+                c.peak
+            );
+            assert!(marker_pixels(&c.overlay) > 0);
+            assert!(
+                c.summary()
+                    .contains(&format!("peak at ({}, {})", c.peak.0, c.peak.1))
+            );
+        }
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            json["classes"][0]["zero_map"],
+            serde_json::Value::Bool(false)
+        );
+        assert_eq!(json["classes"][0]["peak"][0], e.classes[0].peak.0);
+        assert!(json["classes"][0].get("note").is_none());
     }
 }

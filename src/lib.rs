@@ -13,6 +13,7 @@ pub mod evaluation;
 pub mod experiment;
 pub mod explain;
 pub mod export;
+pub mod fuzz;
 pub mod matching;
 pub mod metrics;
 pub mod models;

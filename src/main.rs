@@ -131,6 +131,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Rebuild report.html of a finished or partial run folder.
+    Report {
+        /// The run folder (with config.toml and results.json).
+        run: PathBuf,
+    },
     /// Print the built-in experiment config as TOML (a starting point for --config).
     Config {
         /// The --quick variant.
@@ -271,13 +276,19 @@ fn main() -> Result<()> {
             info,
             no_normalization,
         } => {
+            // the model file first: a missing model is reported as such, whatever else is wrong
+            faithful::models::check_model_file(&model)?;
             let dev = device(cli.backend)?;
             let net = faithful::models::load_model(&model, &dev)?;
             let info_path = info.or_else(|| faithful::explain::find_dataset_info(&model));
-            let info = info_path
-                .as_deref()
-                .map(faithful::explain::DatasetInfo::load)
-                .transpose()?;
+            let info = match info_path.as_deref() {
+                Some(p) => {
+                    let i = faithful::explain::DatasetInfo::load(p)?;
+                    faithful::export::check_dataset_info(&i, &net, p)?;
+                    Some(i)
+                }
+                None => None,
+            };
             let norm = info
                 .as_ref()
                 .filter(|_| !no_normalization)
@@ -312,6 +323,12 @@ fn main() -> Result<()> {
             num_classes,
             out,
         } => {
+            if out.is_dir() {
+                anyhow::bail!(
+                    "{} is a directory; --out names the .safetensors file to write",
+                    out.display()
+                );
+            }
             let dev = device(cli.backend)?;
             let net = match num_classes {
                 Some(k) => {
@@ -330,6 +347,11 @@ fn main() -> Result<()> {
                 net.params(),
                 net.arch.num_classes
             );
+        }
+        Command::Report { run } => {
+            let path = faithful::report::html::write_report(&run)
+                .with_context(|| format!("report of {}", run.display()))?;
+            println!("wrote {}", path.display());
         }
         Command::Config { quick } => {
             print!("{}", load_config(&None, quick)?.to_toml()?);

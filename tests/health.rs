@@ -62,22 +62,20 @@ fn a_network_that_predicts_nothing_is_reported() {
     model.classifier.bias = Some(bias.map(|b| b.ones_like().mul_scalar(-1e3)));
     let norm = faithful::training::Normalization::of(&splits.train);
     let method = faithful::attribution::by_name("gradcam").unwrap();
-    let ev = faithful::evaluation::evaluate(
-        &model,
-        &splits.test,
-        &norm,
-        method,
-        None,
-        &cfg.eval,
-    )
-    .unwrap();
+    let ev = faithful::evaluation::evaluate(&model, &splits.test, &norm, method, None, &cfg.eval)
+        .unwrap();
     assert_eq!(ev.quality.positive_rate, 0.0);
     assert_eq!(ev.protocols.predicted.pairs, 0);
-    assert!(ev.protocols.present.pairs > 0, "present pairs do not depend on predictions");
+    assert!(
+        ev.protocols.present.pairs > 0,
+        "present pairs do not depend on predictions"
+    );
     let chance = health::chance_map(&splits.test, cfg.eval.map_variant).unwrap();
     let warnings = health::check(&ev.quality, chance, &[]);
     assert!(
-        warnings.iter().any(|w| w.kind == WarningKind::PredictsNothing),
+        warnings
+            .iter()
+            .any(|w| w.kind == WarningKind::PredictsNothing),
         "{warnings:?}"
     );
 }
@@ -98,7 +96,11 @@ fn a_changed_teacher_retrains_its_students_and_matches_a_fresh_run() {
     let key = |r: &ResultRow| format!("{} {} {} {}", r.map, r.f1, r.auc, r.l2);
     let keys = |rows: &[ResultRow]| rows.iter().map(key).collect::<Vec<_>>();
     assert_eq!(keys(&changed), keys(&fresh), "stale students were reused");
-    assert_ne!(keys(&before)[1..], keys(&changed)[1..], "the change made no difference");
+    assert_ne!(
+        keys(&before)[1..],
+        keys(&changed)[1..],
+        "the change made no difference"
+    );
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&fresh_dir);
 }

@@ -23,7 +23,10 @@ pub struct Distillation {
 impl Distillation {
     /// Checks the settings before any work starts.
     pub fn validate(&self) -> anyhow::Result<()> {
-        ensure!(self.width_divisor >= 1, "kd.width_divisor must be at least 1");
+        ensure!(
+            self.width_divisor >= 1,
+            "kd.width_divisor must be at least 1"
+        );
         ensure!(
             (0.0..=1.0).contains(&self.alpha),
             "kd.alpha must be in [0, 1], got {}",

@@ -72,16 +72,21 @@ pub struct FashionCanvasConfig {
     /// Each canvas holds 1..=max_items items of distinct classes.
     pub max_items: usize,
     /// Range of the scale factor applied to the 28-pixel photos (side = 28 × scale).
+    #[serde(serialize_with = "crate::util::ser_f32")]
     pub min_scale: f32,
     /// Upper end of the scale range.
+    #[serde(serialize_with = "crate::util::ser_f32")]
     pub max_scale: f32,
     /// Mask threshold, as a fraction of the photo's maximum intensity.
+    #[serde(serialize_with = "crate::util::ser_f32")]
     pub mask_threshold: f32,
     /// Number of photos at the end of the IDX train set reserved for the val split.
     pub val_holdout: usize,
     /// Probability that a present class's context cue is drawn.
+    #[serde(serialize_with = "crate::util::ser_f32")]
     pub cue_prob: f32,
     /// Probability per canvas that one cue of an absent class is drawn as a decoy.
+    #[serde(serialize_with = "crate::util::ser_f32")]
     pub false_cue_prob: f32,
     /// Number of clutter strokes/dots in the background.
     pub clutter: usize,
@@ -203,7 +208,14 @@ fn parse_idx(path: &Path, bytes: &[u8], ndim: u8) -> Result<Vec<usize>> {
         .chunks_exact(4)
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
-    let len: usize = dims.iter().product();
+    // checked: three u32 extents can overflow usize (e.g. 2^31 * 2^31 * 4 wraps to 0)
+    let len = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let Some(len) = len else {
+        bail!(
+            "IDX file {}: dimensions {dims:?} are too large",
+            path.display()
+        );
+    };
     ensure!(
         bytes.len() - head == len,
         "IDX file {}: dimensions {dims:?} need {len} data bytes, found {}",

@@ -41,8 +41,10 @@ pub struct FolderConfig {
     /// Seed of the shuffle that splits entries without an explicit split.
     pub seed: u64,
     /// Fractions of those entries going to val and test (the rest is train).
+    #[serde(serialize_with = "crate::util::ser_f32")]
     pub val_fraction: f32,
     /// Fraction of unsplit images that go to the test split.
+    #[serde(serialize_with = "crate::util::ser_f32")]
     pub test_fraction: f32,
     /// Make a missing mask an error instead of an all-ignore segmentation.
     pub require_masks: bool,

@@ -65,8 +65,10 @@ pub struct SyntheticConfig {
     /// Each image holds 1..=max_objects objects of distinct classes.
     pub max_objects: usize,
     /// Probability that a present class's context cue is drawn.
+    #[serde(serialize_with = "crate::util::ser_f32")]
     pub cue_prob: f32,
     /// Probability per image that one cue of an absent class is drawn as a decoy.
+    #[serde(serialize_with = "crate::util::ser_f32")]
     pub false_cue_prob: f32,
     /// Number of clutter strokes/dots in the background.
     pub clutter: usize,

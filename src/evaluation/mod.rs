@@ -52,13 +52,8 @@ pub struct EvalConfig {
     pub pointing_tolerance: f32,
     /// Images per forward pass.
     pub batch_size: usize,
-    /// Which pairs the attribution metrics average over (absent from configs at its default).
-    #[serde(skip_serializing_if = "is_default_pairs")]
+    /// Which pairs the attribution metrics average over.
     pub pairs: PairSet,
-}
-
-fn is_default_pairs(p: &PairSet) -> bool {
-    *p == PairSet::default()
 }
 
 impl Default for EvalConfig {
@@ -101,7 +96,6 @@ pub struct Protocols {
     /// Every pair whose class is present: the same pairs for every network.
     pub present: Localization,
 }
-
 
 impl Localization {
     /// Means over pair scores (NaN when there are none).

@@ -51,36 +51,85 @@ pub(crate) struct PlainLinear {
     pub bias: Option<Vec<f32>>,
 }
 
-/// Reads every block and head layer of `model` (after syncing BatchNorm statistics).
+/// The values of a tensor as f32, refusing non-finite ones with an error naming the tensor
+/// (`name`, as burn calls it in a saved model).
+fn finite<const D: usize>(name: &str, t: Tensor<D>) -> Result<Vec<f32>> {
+    let v = values(t).map_err(|e| anyhow!("tensor {name}: {e}"))?;
+    match crate::models::torchvision::non_finite(&v) {
+        Some(what) => Err(anyhow!("tensor {name} holds {what}")),
+        None => Ok(v),
+    }
+}
+
+/// Reads every block and head layer of `model` (after syncing BatchNorm statistics); a tensor
+/// holding NaN or an infinity is an error naming it.
 pub(crate) fn plain(model: &crate::models::Vgg) -> Result<(Vec<PlainBlock>, Vec<PlainLinear>)> {
     let model = model.valid();
     let mut blocks = Vec::new();
-    for b in &model.blocks {
+    for (i, b) in model.blocks.iter().enumerate() {
+        let n = |t: &str| format!("blocks.{i}.{t}");
         blocks.push(PlainBlock {
-            weight: values(b.conv.weight.val())?,
+            weight: finite(&n("conv.weight"), b.conv.weight.val())?,
             shape: b.conv.weight.dims(),
-            bias: b.conv.bias.as_ref().map(|p| values(p.val())).transpose()?,
-            gamma: values(b.bn.gamma.val())?,
-            beta: values(b.bn.beta.val())?,
-            mean: values(b.bn.running_mean.value())?,
-            var: values(b.bn.running_var.value())?,
+            bias: b
+                .conv
+                .bias
+                .as_ref()
+                .map(|p| finite(&n("conv.bias"), p.val()))
+                .transpose()?,
+            gamma: finite(&n("bn.gamma"), b.bn.gamma.val())?,
+            beta: finite(&n("bn.beta"), b.bn.beta.val())?,
+            mean: finite(&n("bn.running_mean"), b.bn.running_mean.value())?,
+            var: finite(&n("bn.running_var"), b.bn.running_var.value())?,
             eps: b.bn.epsilon,
             momentum: b.bn.momentum,
             pool_after: b.pool_after,
         });
     }
     let mut linears = Vec::new();
-    for lin in model
+    let names = (0..model.hidden.len())
+        .map(|j| format!("hidden.{j}"))
+        .chain(std::iter::once("classifier".to_string()));
+    let layers = model
         .hidden
         .iter()
-        .chain(std::iter::once(&model.classifier))
-    {
+        .chain(std::iter::once(&model.classifier));
+    for (name, lin) in names.zip(layers) {
         let [d_in, d_out] = lin.weight.dims();
         linears.push(PlainLinear {
-            weight: values(lin.weight.val().transpose())?,
+            weight: finite(&format!("{name}.weight"), lin.weight.val().transpose())?,
             out_in: (d_out, d_in),
-            bias: lin.bias.as_ref().map(|p| values(p.val())).transpose()?,
+            bias: lin
+                .bias
+                .as_ref()
+                .map(|p| finite(&format!("{name}.bias"), p.val()))
+                .transpose()?,
         });
     }
     Ok((blocks, linears))
+}
+
+/// Checks a dataset description (`dataset.json`, read from `path`) against the network it is
+/// exported with: as many class names as the network has classes, and a usable normalisation
+/// (finite means, finite non-zero standard deviations). Errors name `path`.
+pub fn check_dataset_info(
+    info: &crate::explain::DatasetInfo,
+    model: &crate::models::Vgg,
+    path: &std::path::Path,
+) -> Result<()> {
+    let k = model.arch.num_classes;
+    anyhow::ensure!(
+        info.class_names.len() == k,
+        "{}: lists {} class names but the network has {k} classes",
+        path.display(),
+        info.class_names.len()
+    );
+    let (mean, std) = (info.normalization.mean, info.normalization.std);
+    anyhow::ensure!(
+        mean.iter().all(|m| m.is_finite()) && std.iter().all(|s| s.is_finite() && *s != 0.0),
+        "{}: the normalisation needs finite means and finite non-zero standard deviations, \
+         got mean {mean:?} std {std:?}",
+        path.display()
+    );
+    Ok(())
 }

@@ -14,7 +14,7 @@ use super::plain;
 use crate::models::Vgg;
 use crate::models::vgg::HeadPool;
 use crate::util::write_atomic;
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use prost::Message;
 use std::path::Path;
 
@@ -354,6 +354,11 @@ pub fn onnx_model(model: &Vgg, normalization: Option<([f32; 3], [f32; 3])>) -> R
             &b.var,
             b.eps,
         );
+        ensure!(
+            w.iter().chain(&bias).all(|x| x.is_finite()),
+            "folding the BatchNorm of conv block {i} (blocks.{i}.bn) into its conv gives \
+             non-finite weights: running_var + eps must be positive"
+        );
         let (wn, bn) = (format!("conv{i}.weight"), format!("conv{i}.bias"));
         g.init(&wn, &[o, c, kh, kw], &w);
         g.init(&bn, &[o], &bias);
@@ -481,12 +486,15 @@ pub fn onnx_model(model: &Vgg, normalization: Option<([f32; 3], [f32; 3])>) -> R
 /// Writes `model` as an ONNX file at `out` (atomically): input `input` `[N, 3, H, W]`, output
 /// `logits` `[N, K]`, BatchNorm folded into the convs. With `normalization = Some((mean, std))`
 /// the graph starts with `(input - mean) / std` per channel, so it takes RGB in [0, 1].
+/// A network holding NaN or infinite values is refused (the error names `out` and the tensor)
+/// and nothing is written.
 pub fn export_onnx(
     model: &Vgg,
     out: &Path,
     normalization: Option<([f32; 3], [f32; 3])>,
 ) -> Result<()> {
-    let proto = onnx_model(model, normalization)?;
+    let proto = onnx_model(model, normalization)
+        .with_context(|| format!("cannot export {}", out.display()))?;
     write_atomic(out, &proto.encode_to_vec())
 }
 

@@ -50,13 +50,15 @@ fn le_bytes(v: &[f32]) -> Vec<u8> {
 /// Writes `<out>.safetensors` and `<out>.json` (see the module docs for the naming); class
 /// names, when given, must number the network's classes. The input normalisation is not known
 /// to the network, so the JSON's `input.normalization` is `null`; see
-/// [`export_torch_with_normalization`] to fill it.
+/// [`export_torch_with_normalization`] to fill it. A network holding NaN or infinite values is
+/// refused (the error names the weights file and the tensor) and nothing is written.
 pub fn export_torch(model: &Vgg, out: &Path, class_names: Option<&[String]>) -> Result<()> {
     export_torch_with_normalization(model, out, class_names, None)
 }
 
 /// As [`export_torch`], also recording the per-channel input normalisation `(mean, std)` the
-/// network was trained with (`x_normalised = (x - mean) / std` on RGB in [0, 1]).
+/// network was trained with (`x_normalised = (x - mean) / std` on RGB in [0, 1]). The weights
+/// are written first and the JSON last; if the JSON cannot be written the weights are removed.
 pub fn export_torch_with_normalization(
     model: &Vgg,
     out: &Path,
@@ -74,9 +76,18 @@ pub fn export_torch_with_normalization(
             arch.num_classes
         );
     }
+    if let Some((mean, std)) = normalization {
+        ensure!(
+            mean.iter().all(|m| m.is_finite()) && std.iter().all(|s| s.is_finite() && *s != 0.0),
+            "{}: normalisation std must be finite and non-zero, mean finite; got mean {mean:?} \
+             std {std:?}",
+            json_path.display()
+        );
+    }
     let (indices, pool5) = torchvision_feature_indices(arch)
         .with_context(|| format!("cannot export to {}", json_path.display()))?;
-    let (blocks, linears) = plain(model)?;
+    let (blocks, linears) =
+        plain(model).with_context(|| format!("cannot export {}", weights_path.display()))?;
     ensure!(
         blocks.len() == indices.len(),
         "{}: the network has {} conv blocks but its layout '{}' lists {}",
@@ -223,11 +234,14 @@ pub fn export_torch_with_normalization(
     info.insert("format".to_string(), "pt".to_string());
     let bytes = safetensors::serialize(views, Some(info))
         .map_err(|e| anyhow!("{}: cannot serialise: {e}", weights_path.display()))?;
+    let text = serde_json::to_string_pretty(&description)?;
     write_atomic(&weights_path, &bytes)?;
-    write_atomic(
-        &json_path,
-        serde_json::to_string_pretty(&description)?.as_bytes(),
-    )
+    if let Err(e) = write_atomic(&json_path, text.as_bytes()) {
+        // the weights alone cannot be loaded: do not leave half an export behind
+        let _ = std::fs::remove_file(&weights_path);
+        return Err(e.context(format!("removed {} again", weights_path.display())));
+    }
+    Ok(())
 }
 
 /// A JSON field as an unsigned integer, or an error naming the file and the field.

@@ -123,7 +123,12 @@ pub fn l2_normalize(maps: Tensor<3>) -> Tensor<2> {
 impl MapDistance {
     /// The matching loss between student and teacher maps (teacher maps are constants), scaled
     /// as `scale` says.
-    pub fn scaled_loss(self, student: Tensor<3>, teacher: Tensor<3>, scale: BetaScale) -> Tensor<1> {
+    pub fn scaled_loss(
+        self,
+        student: Tensor<3>,
+        teacher: Tensor<3>,
+        scale: BetaScale,
+    ) -> Tensor<1> {
         let [_, h, w] = student.dims();
         self.loss(student, teacher)
             .mul_scalar(scale.factor(self, h * w))
@@ -189,7 +194,11 @@ mod tests {
         };
         let (ua, ub) = (unit(&a), unit(&b));
         let sq: f32 = ua.iter().zip(&ub).map(|(x, y)| (x - y).powi(2)).sum();
-        assert!((small - sq / 196.0).abs() < 1e-6, "{small} vs {}", sq / 196.0);
+        assert!(
+            (small - sq / 196.0).abs() < 1e-6,
+            "{small} vs {}",
+            sq / 196.0
+        );
         // at 14x14 the paper scale is the authors' mean
         assert_eq!(BetaScale::PaperMap.factor(ms, 196), 1.0);
         // the l2 distance is scale-free and left alone

@@ -144,40 +144,55 @@ fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
-/// Converts raw little- or native-endian bytes of a float type to f32; `None` for other types.
+/// Decodes raw bytes of a float type, `size` bytes per element, with `decode`.
 fn floats_from_bytes(bytes: &[u8], size: usize, decode: fn(&[u8]) -> f32) -> Vec<f32> {
     bytes.chunks_exact(size).map(decode).collect()
 }
 
-fn read_safetensors(path: &Path) -> Result<StateDict> {
+/// The values of a safetensors tensor as f32 when its element type is f32, f64, f16 or bf16
+/// (little-endian, as the format stores them); `None` for any other element type. f64 values
+/// beyond f32's range become infinite, which [`non_finite`] then reports.
+pub(crate) fn float_values(view: &safetensors::tensor::TensorView) -> Option<Vec<f32>> {
     use safetensors::Dtype;
+    let data = view.data();
+    Some(match view.dtype() {
+        Dtype::F32 => floats_from_bytes(data, 4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        Dtype::F64 => floats_from_bytes(data, 8, |b| {
+            f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
+        }),
+        Dtype::F16 => floats_from_bytes(data, 2, |b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+        Dtype::BF16 => floats_from_bytes(data, 2, |b| {
+            f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)
+        }),
+        _ => return None,
+    })
+}
+
+/// Describes the first value of `values` that is not finite (`"NaN at element 3"`), if any.
+pub(crate) fn non_finite(values: &[f32]) -> Option<String> {
+    let (i, x) = values.iter().enumerate().find(|(_, x)| !x.is_finite())?;
+    Some(format!(
+        "{} at element {i} (non-finite values are refused)",
+        if x.is_nan() {
+            "NaN".to_string()
+        } else {
+            format!("{x}")
+        }
+    ))
+}
+
+fn read_safetensors(path: &Path) -> Result<StateDict> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
     let mut out = StateDict::new();
     for (name, view) in st.tensors() {
-        let data = view.data();
-        let values = match view.dtype() {
-            Dtype::F32 => Some(floats_from_bytes(data, 4, |b| {
-                f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-            })),
-            Dtype::F64 => Some(floats_from_bytes(data, 8, |b| {
-                f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
-            })),
-            Dtype::F16 => Some(floats_from_bytes(data, 2, |b| {
-                f16_to_f32(u16::from_le_bytes([b[0], b[1]]))
-            })),
-            Dtype::BF16 => Some(floats_from_bytes(data, 2, |b| {
-                f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)
-            })),
-            _ => None,
-        };
         out.insert(
             name,
             RawTensor {
                 dtype: format!("{:?}", view.dtype()),
                 shape: view.shape().to_vec(),
-                values,
+                values: float_values(&view),
             },
         );
     }
@@ -232,6 +247,7 @@ fn read_pth(path: &Path) -> Result<StateDict> {
 /// `module.features.0.weight`, ...) is accepted: the prefix in front of `features.0.weight` is
 /// stripped and entries without it are ignored.
 pub(crate) fn read_state_dict(path: &Path) -> Result<StateDict> {
+    check_weights_file(path)?;
     let mut head = Vec::with_capacity(9);
     {
         use std::io::Read;
@@ -265,12 +281,28 @@ pub(crate) fn read_state_dict(path: &Path) -> Result<StateDict> {
     }
 }
 
+/// Checks that `path` is an existing file, with errors that say what it is instead.
+fn check_weights_file(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => bail!(
+            "{} is a directory, expected a weights file (.safetensors or .pth)",
+            path.display()
+        ),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("weights file {} is missing (no such file)", path.display())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot access {}", path.display())),
+    }
+}
+
 /// Collects the tensors a network takes from a state_dict and everything that went wrong.
 struct Taker<'a> {
     sd: &'a StateDict,
     used: BTreeSet<String>,
     missing: Vec<String>,
-    bad: Vec<String>,
+    misshaped: Vec<String>,
+    bad_values: Vec<String>,
 }
 
 impl Taker<'_> {
@@ -281,22 +313,24 @@ impl Taker<'_> {
         };
         self.used.insert(name.to_string());
         if t.shape != shape {
-            self.bad.push(format!(
+            self.misshaped.push(format!(
                 "{name} has shape {:?}, expected {shape:?}",
                 t.shape
             ));
             return None;
         }
-        match &t.values {
-            Some(v) => Some(v.clone()),
-            None => {
-                self.bad.push(format!(
-                    "{name} has element type {}, expected floating point",
-                    t.dtype
-                ));
-                None
-            }
+        let Some(v) = &t.values else {
+            self.bad_values.push(format!(
+                "{name} has element type {}, expected floating point",
+                t.dtype
+            ));
+            return None;
+        };
+        if let Some(what) = non_finite(v) {
+            self.bad_values.push(format!("{name} holds {what}"));
+            return None;
         }
+        Some(v.clone())
     }
 
     fn ignore(&mut self, name: &str) {
@@ -329,7 +363,8 @@ pub(crate) fn apply_state_dict(
         sd,
         used: BTreeSet::new(),
         missing: Vec::new(),
-        bad: Vec::new(),
+        misshaped: Vec::new(),
+        bad_values: Vec::new(),
     };
     for (block, idx) in model.blocks.iter_mut().zip(&indices) {
         let conv = format!("features.{}", idx.conv);
@@ -385,7 +420,8 @@ pub(crate) fn apply_state_dict(
         }
     }
     let unused: Vec<&String> = sd.keys().filter(|k| !tk.used.contains(*k)).collect();
-    if !tk.missing.is_empty() || !tk.bad.is_empty() || !unused.is_empty() {
+    let clean = tk.missing.is_empty() && tk.misshaped.is_empty() && tk.bad_values.is_empty();
+    if !clean || !unused.is_empty() {
         let mut msg = format!(
             "{}: the weights do not fit the network (layout '{}', {} conv layers, hidden {:?}, \
              {} classes)",
@@ -398,8 +434,11 @@ pub(crate) fn apply_state_dict(
         if !tk.missing.is_empty() {
             msg += &format!("\n  missing: {}", tk.missing.join(", "));
         }
-        if !tk.bad.is_empty() {
-            msg += &format!("\n  mis-shaped: {}", tk.bad.join("; "));
+        if !tk.misshaped.is_empty() {
+            msg += &format!("\n  mis-shaped: {}", tk.misshaped.join("; "));
+        }
+        if !tk.bad_values.is_empty() {
+            msg += &format!("\n  bad values: {}", tk.bad_values.join("; "));
         }
         if !unused.is_empty() {
             let names: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();

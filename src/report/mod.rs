@@ -9,8 +9,8 @@ pub mod sweep;
 
 pub use crate::evaluation::health::{Warning, WarningKind};
 pub use crate::evaluation::{Localization, PairScore, Protocols, Scores};
-pub use crate::training::EpochRecord;
 use crate::metrics::mean_std;
+pub use crate::training::EpochRecord;
 use crate::util::write_atomic;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -72,8 +72,6 @@ pub struct ResultRow {
     #[serde(default)]
     pub warnings: Vec<Warning>,
 }
-
-
 
 impl ResultRow {
     /// A row from evaluation scores.
@@ -371,7 +369,10 @@ mod tests {
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].len(), 12);
         assert_eq!(&lines[0][0], "3,M,5,M/1 structured");
-        assert_eq!((&lines[0][7], &lines[0][8], &lines[0][10]), ("0", "0.75", ""));
+        assert_eq!(
+            (&lines[0][7], &lines[0][8], &lines[0][10]),
+            ("0", "0.75", "")
+        );
     }
 
     #[test]

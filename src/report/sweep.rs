@@ -93,7 +93,8 @@ pub fn write(rows: &[ResultRow], regularizers: &[String], out: &Path) -> Result<
         .map_err(|e| anyhow!("cannot move {} to {}: {e}", tmp.display(), png.display()))
 }
 
-fn register_font() {
+/// Registers the embedded DejaVu Sans as plotters' `sans-serif` (once per process).
+pub(crate) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     // The font travels inside the binary (the `dejavu` crate): no system fonts needed.
     ONCE.call_once(|| {

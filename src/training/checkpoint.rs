@@ -19,7 +19,13 @@ use std::path::Path;
 struct State {
     key: String,
     epochs_done: usize,
+    /// Hash of each checkpoint file, so a truncated, replaced or missing file is caught on
+    /// resume instead of silently training on (absent in checkpoints of older versions).
+    #[serde(default)]
+    files: std::collections::BTreeMap<String, String>,
 }
+
+const MODEL_FILE: &str = "checkpoint.safetensors";
 
 /// A stable hash of anything serialisable (FNV-1a over its JSON).
 pub fn stage_key<T: Serialize>(settings: &T) -> String {
@@ -47,7 +53,7 @@ pub fn save(
     history: &[EpochRecord],
 ) -> Result<()> {
     let epochs_done = history.len();
-    save_model(model, &dir.join("checkpoint.safetensors"))?;
+    save_model(model, &dir.join(MODEL_FILE))?;
     write_atomic(
         &dir.join(HISTORY_FILE),
         serde_json::to_string_pretty(history)?.as_bytes(),
@@ -57,9 +63,14 @@ pub fn save(
         .into_bytes()
         .map_err(|e| anyhow!("cannot serialise the optimizer state: {e:?}"))?;
     write_atomic(&dir.join(OPTIMIZER_FILE), &record)?;
+    let mut files = std::collections::BTreeMap::new();
+    for name in [MODEL_FILE, OPTIMIZER_FILE, HISTORY_FILE] {
+        files.insert(name.to_string(), crate::util::file_hash(&dir.join(name))?);
+    }
     let state = State {
         key: key.to_string(),
         epochs_done,
+        files,
     };
     write_atomic(
         &dir.join("checkpoint.json"),
@@ -95,17 +106,13 @@ pub fn resume(
         });
     };
     let history = read_history(dir, epochs_done)?;
-    let loaded = stable_param_ids(load_model(&dir.join("checkpoint.safetensors"), device)?);
+    let loaded = stable_param_ids(load_model(&dir.join(MODEL_FILE), device)?);
     let optim_path = dir.join(OPTIMIZER_FILE);
-    // A checkpoint written before optimizer states were saved resumes with a fresh optimizer.
-    let optim = match std::fs::read(&optim_path) {
-        Ok(bytes) => {
-            let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(bytes))
-                .map_err(|e| anyhow!("{}: corrupt optimizer state: {e:?}", optim_path.display()))?;
-            optim.load_record(record)
-        }
-        Err(_) => optim,
-    };
+    let bytes = std::fs::read(&optim_path)
+        .with_context(|| format!("cannot read {}", optim_path.display()))?;
+    let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| anyhow!("{}: corrupt optimizer state: {e:?}", optim_path.display()))?;
+    let optim = optim.load_record(record);
     Ok(Resumed {
         model: loaded,
         optim,
@@ -127,8 +134,8 @@ fn read_history(dir: &Path, epochs_done: usize) -> Result<Vec<EpochRecord>> {
     let mut history: Vec<EpochRecord> = serde_json::from_str(&text)
         .with_context(|| format!("{}: corrupt training record", path.display()))?;
     anyhow::ensure!(
-        history.len() >= epochs_done,
-        "{}: holds {} epochs, the checkpoint {epochs_done}; delete {} to retrain",
+        history.len() == epochs_done,
+        "{}: holds {} epochs, checkpoint.json says {epochs_done}; delete {} to retrain",
         path.display(),
         history.len(),
         dir.display()
@@ -150,19 +157,42 @@ fn finished_epochs(dir: &Path, key: &str) -> Result<Option<usize>> {
             dir.display()
         )
     })?;
-    if state.key != key {
+    if state.key != key || state.files.is_empty() {
         eprintln!(
             "{}: settings or upstream stages changed since its checkpoint; retraining",
             dir.display()
         );
         return Ok(None);
     }
+    verify_files(dir, &state)?;
     eprintln!(
         "{}: reusing its checkpoint ({} epochs done)",
         dir.display(),
         state.epochs_done
     );
     Ok(Some(state.epochs_done))
+}
+
+/// Checks that every checkpoint file is the one checkpoint.json was written with.
+fn verify_files(dir: &Path, state: &State) -> Result<()> {
+    for (name, hash) in &state.files {
+        let path = dir.join(name);
+        let actual = crate::util::file_hash(&path).with_context(|| {
+            format!(
+                "checkpoint file {} is missing; delete {} to retrain this stage",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        anyhow::ensure!(
+            &actual == hash,
+            "checkpoint file {} was changed or truncated since it was written; delete {} to \
+             retrain this stage",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Gives every parameter of `model` an id derived from its module path (`blocks.0.conv.weight`,

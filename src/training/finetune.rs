@@ -67,14 +67,8 @@ pub struct MatchConfig {
     /// Epochs over which beta ramps linearly from 0 to its value (0: full beta from the first
     /// step, as the paper). A ramp lets a tiny student first learn from the task loss: at full
     /// beta from step one, /8 students sometimes collapse to predicting nothing, a fixed point of
-    /// the scale-invariant matching loss. Omitted from saved settings when 0, so checkpoints
-    /// of runs that predate the option stay valid.
-    #[serde(skip_serializing_if = "is_zero")]
+    /// the scale-invariant matching loss.
     pub warmup_epochs: f64,
-}
-
-fn is_zero(v: &f64) -> bool {
-    *v == 0.0
 }
 
 impl Default for MatchConfig {
@@ -101,9 +95,7 @@ impl MatchConfig {
             let beta = self.beta(r);
             if !(beta.is_finite() && beta > 0.0) {
                 let key = if r == "ewa" { "beta_ewa" } else { "beta_swa" };
-                bail!(
-                    "matching.{key} must be a positive number for regularizer '{r}', got {beta}"
-                );
+                bail!("matching.{key} must be a positive number for regularizer '{r}', got {beta}");
             }
         }
         if !(0.0..1.0).contains(&self.drop) {
@@ -532,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn beta_ramps_linearly_over_the_warmup_and_is_absent_from_old_keys() {
+    fn beta_ramps_linearly_over_the_warmup() {
         // 2 warm-up epochs of 10 steps: 20 ramp steps, step s gives (s+1)/20.
         assert_eq!(beta_ramp(2.0, 0, 10), 0.05);
         assert_eq!(beta_ramp(2.0, 9, 10), 0.5);
@@ -540,17 +532,6 @@ mod tests {
         assert_eq!(beta_ramp(2.0, 57, 10), 1.0);
         assert_eq!(beta_ramp(0.0, 0, 10), 1.0);
         assert_eq!(beta_ramp(0.5, 1, 4), 1.0);
-        let json = serde_json::to_string(&MatchConfig::default()).unwrap();
-        assert!(!json.contains("warmup"), "{json}");
-        let with = MatchConfig {
-            warmup_epochs: 3.0,
-            ..MatchConfig::default()
-        };
-        assert!(
-            serde_json::to_string(&with)
-                .unwrap()
-                .contains("warmup_epochs")
-        );
     }
 
     #[test]

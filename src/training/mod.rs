@@ -42,14 +42,16 @@ pub struct EpochRecord {
     /// Mean un-scaled matching loss (absent without matching).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_loss: Option<f64>,
-    /// Validation mAP in %.
+    /// Validation mAP in % (NaN, written as `null`, without validation).
+    #[serde(deserialize_with = "crate::util::nan_if_null")]
     pub val_map: f64,
     /// Validation sample-averaged F1 in %.
+    #[serde(deserialize_with = "crate::util::nan_if_null")]
     pub val_f1: f64,
     /// Fraction of validation (image, class) scores predicted present (logit > 0).
+    #[serde(deserialize_with = "crate::util::nan_if_null")]
     pub val_positive_rate: f64,
 }
-
 
 /// Validation scores of one epoch's network.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -130,22 +132,18 @@ pub struct TrainConfig {
     /// The optimiser.
     pub optimizer: OptimizerKind,
     /// What `augment` does: `crop-flip` (padded random crop + flip; default) or `resized-crop`
-    /// (torchvision's RandomResizedCrop + flip, as the paper's code). Omitted from saved
-    /// settings at its default so checkpoints of older runs stay valid.
-    #[serde(skip_serializing_if = "is_default")]
+    /// (torchvision's RandomResizedCrop + flip, as the paper's code).
     pub augmentation: AugmentKind,
     /// Area fraction range of `resized-crop` (torchvision: 0.08..1).
-    #[serde(skip_serializing_if = "is_default_crop_scale", serialize_with = "crate::util::ser_f32_pair")]
+    #[serde(serialize_with = "crate::util::ser_f32_pair")]
     pub crop_scale: [f32; 2],
     /// Largest l2 norm of each parameter tensor's gradient (burn's per-tensor norm clipping);
-    /// 0 turns clipping off (default, as the paper). The normalised-map matching loss has
-    /// gradients of order 1/||map||, which explode while a student's map is near zero.
-    #[serde(skip_serializing_if = "is_default")]
+    /// 0 turns clipping off (as the paper). The normalised-map matching loss has gradients of
+    /// order 1/||map||, which explode while a student's map is near zero.
     pub grad_clip: f64,
     /// Epochs over which the learning rate ramps linearly from 0 to the schedule's value
     /// (0: none). A deep plain VGG trained from scratch on a small dataset can sit at chance
     /// for hundreds of steps at full rate; a warm-up lets it leave chance early.
-    #[serde(skip_serializing_if = "is_default")]
     pub warmup_epochs: f64,
 }
 
@@ -160,16 +158,8 @@ pub enum AugmentKind {
     ResizedCrop,
 }
 
-fn is_default<T: Default + PartialEq>(v: &T) -> bool {
-    *v == T::default()
-}
-
 /// torchvision's RandomResizedCrop area range.
 pub const DEFAULT_CROP_SCALE: [f32; 2] = [0.08, 1.0];
-
-fn is_default_crop_scale(v: &[f32; 2]) -> bool {
-    *v == DEFAULT_CROP_SCALE
-}
 
 /// Which optimiser a stage uses.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -546,13 +536,49 @@ mod tests {
             "resumed run differs from the uninterrupted one"
         );
 
+        // A missing optimizer state is an error naming the file, not a silent restart
+        // without momentum; so are a truncated model file and a hand-edited epoch count.
+        let try_run = |dir: &str| {
+            let model = arch.init(&device, 7).unwrap();
+            let dir = root.join(dir);
+            let stage = Stage {
+                dir: &dir,
+                label: "t",
+                validate: None,
+                upstream: "",
+            };
+            train_supervised_until(model, &data, &norm, &cfg, 3, &stage, 3)
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        };
         run("no-momentum", 1);
         std::fs::remove_file(root.join("no-momentum").join("checkpoint.optim.bpk")).unwrap();
-        let restarted = classifier_weights(&run("no-momentum", 3));
-        assert_ne!(
-            whole, restarted,
-            "momentum made no difference: the test proves nothing"
+        let err = try_run("no-momentum").unwrap_err();
+        assert!(
+            err.contains("checkpoint.optim.bpk") && err.contains("delete"),
+            "{err}"
         );
+
+        run("truncated", 1);
+        let model_file = root.join("truncated").join("checkpoint.safetensors");
+        let bytes = std::fs::read(&model_file).unwrap();
+        std::fs::write(&model_file, &bytes[..bytes.len() / 2]).unwrap();
+        let err = try_run("truncated").unwrap_err();
+        assert!(
+            err.contains("checkpoint.safetensors") && err.contains("delete"),
+            "{err}"
+        );
+
+        run("edited", 1);
+        let state_file = root.join("edited").join("checkpoint.json");
+        let text = std::fs::read_to_string(&state_file).unwrap();
+        std::fs::write(
+            &state_file,
+            text.replace("\"epochs_done\":1", "\"epochs_done\":3"),
+        )
+        .unwrap();
+        let err = try_run("edited").unwrap_err();
+        assert!(err.contains("history.json") && err.contains("3"), "{err}");
         std::fs::remove_dir_all(&root).ok();
     }
 
