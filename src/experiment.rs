@@ -170,7 +170,12 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
     let body = results_markdown(cfg, &described, &table);
     // The warnings go right under the title, where nobody can miss them.
     let (title, rest) = body.split_once("\n\n").unwrap_or(("", &body));
-    let markdown = format!("{title}\n\n{}{rest}", report::warnings_markdown(&rows));
+    let claims = report::claims::check_claims(&rows, cfg.eval.pairs);
+    let markdown = format!(
+        "{title}\n\n{}{rest}\n{}",
+        report::warnings_markdown(&rows),
+        report::claims::claims_markdown(&claims)
+    );
     write_atomic(&out.join("results.md"), markdown.as_bytes())?;
     report::html::write_report(out)?;
     Ok(Outcome {

@@ -40,8 +40,30 @@ impl DatasetInfo {
     pub fn load(path: &Path) -> Result<DatasetInfo> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{}: not a valid dataset description", path.display()))
+        let info: DatasetInfo = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a valid dataset description", path.display()))?;
+        info.validate()
+            .with_context(|| format!("{}: invalid dataset description", path.display()))?;
+        Ok(info)
+    }
+
+    /// Class names must be present, non-empty and distinct (outputs and `--class` are by
+    /// name); the normalisation must be finite with positive std.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(!self.class_names.is_empty(), "class_names is empty");
+        for (i, name) in self.class_names.iter().enumerate() {
+            ensure!(!name.trim().is_empty(), "class {i} has an empty name");
+            ensure!(
+                !self.class_names[..i].contains(name),
+                "class name '{name}' occurs twice"
+            );
+        }
+        let n = &self.normalization;
+        ensure!(
+            n.mean.iter().all(|m| m.is_finite()) && n.std.iter().all(|s| s.is_finite() && *s > 0.0),
+            "normalization must have finite means and positive stds"
+        );
+        Ok(())
     }
 }
 
@@ -170,6 +192,52 @@ fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + (-v).exp())
 }
 
+/// Output file stems for a batch of images, distinct even when two inputs share a stem
+/// (`a/photo.png b/photo.png`, or `x.png x.jpg`): the extension is added where stems clash,
+/// then a counter where whole names clash.
+pub fn output_stems(images: &[PathBuf]) -> Vec<String> {
+    let stem_of = |p: &PathBuf| {
+        p.file_stem()
+            .map(|s| file_safe(&s.to_string_lossy()))
+            .unwrap_or_else(|| "image".into())
+    };
+    let stems: Vec<String> = images.iter().map(stem_of).collect();
+    let mut chosen: Vec<String> = Vec::with_capacity(images.len());
+    for (p, stem) in images.iter().zip(&stems) {
+        let base = if stems.iter().filter(|s| *s == stem).count() > 1 {
+            p.file_name()
+                .map(|s| file_safe(&s.to_string_lossy()))
+                .unwrap_or_else(|| stem.clone())
+        } else {
+            stem.clone()
+        };
+        let mut name = base.clone();
+        let mut n = 2;
+        while chosen.contains(&name) {
+            name = format!("{base}-{n}");
+            n += 1;
+        }
+        chosen.push(name);
+    }
+    chosen
+}
+
+/// File-name parts for class names, distinct even when two names sanitise alike
+/// (`a/b` and `a_b`): the class index is appended where they clash.
+fn class_file_names(names: &[String]) -> Vec<String> {
+    let safe: Vec<String> = names.iter().map(|n| file_safe(n)).collect();
+    safe.iter()
+        .enumerate()
+        .map(|(k, s)| {
+            if safe.iter().filter(|o| *o == s).count() > 1 {
+                format!("{s}-{k}")
+            } else {
+                s.clone()
+            }
+        })
+        .collect()
+}
+
 fn file_safe(name: &str) -> String {
     name.chars()
         .map(|c| {
@@ -186,11 +254,14 @@ fn file_safe(name: &str) -> String {
 /// overlay PNG per class into `out_dir` (original image | overlay, side by side). A map that
 /// is zero (or constant) everywhere has no peak: the overlay is hatched and labelled instead
 /// of marked, the explanation says `zero_map`, and a line on stderr says so.
+/// The overlays are named `<stem>-<class>.png`; `stem` must be unique within `out_dir` (see
+/// [`output_stems`]).
 pub fn explain_image(
     model: &Vgg,
     info: &DatasetInfo,
     method: &dyn Attribution,
     image_path: &Path,
+    stem: &str,
     choice: &ClassChoice,
     out_dir: &Path,
 ) -> Result<ImageExplanation> {
@@ -215,10 +286,7 @@ pub fn explain_image(
     let shown_w = ((orig_w as f32 * scale).round() as usize).max(1);
     let shown_h = ((orig_h as f32 * scale).round() as usize).max(1);
     let shown = resize_bilinear(&original, orig_h, orig_w, shown_h, shown_w);
-    let stem = image_path
-        .file_stem()
-        .map(|s| file_safe(&s.to_string_lossy()))
-        .unwrap_or_else(|| "image".into());
+    let class_files = class_file_names(&info.class_names);
 
     let mut classes = Vec::with_capacity(chosen.len());
     for k in chosen {
@@ -262,7 +330,7 @@ pub fn explain_image(
             ]],
             4,
         );
-        let path = out_dir.join(format!("{stem}-{}.png", file_safe(&info.class_names[k])));
+        let path = out_dir.join(format!("{stem}-{}.png", class_files[k]));
         save_png(&figure, &path)?;
         classes.push(ClassExplanation {
             class: info.class_names[k].clone(),
@@ -322,17 +390,64 @@ pub fn explain_files(
     let model = load_model(model_path, device)?;
     std::fs::create_dir_all(out_dir)
         .with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let mut all = Vec::with_capacity(images.len());
-    for image in images {
-        all.push(explain_image(
-            &model, &info, method, image, choice, out_dir,
-        )?);
+    if let ClassChoice::Named(name) = choice {
+        // Checked once, before any image is read.
+        class_indices(
+            choice,
+            &vec![0.0; info.class_names.len()],
+            &info.class_names,
+        )
+        .with_context(|| format!("--class {name}"))?;
     }
+    let stems = output_stems(images);
+    let mut all = Vec::with_capacity(images.len());
+    let mut failed = Vec::new();
+    for (image, stem) in images.iter().zip(&stems) {
+        // One bad image must not lose the others: it is recorded and the batch goes on.
+        match explain_image(&model, &info, method, image, stem, choice, out_dir) {
+            Ok(e) => all.push(e),
+            Err(e) => failed.push(FailedImage {
+                image: image.clone(),
+                error: format!("{e:#}"),
+            }),
+        }
+    }
+    let report = Explanations {
+        images: &all,
+        failed: &failed,
+    };
     write_atomic(
         &out_dir.join("explanations.json"),
-        serde_json::to_string_pretty(&all)?.as_bytes(),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
     )?;
+    if !failed.is_empty() {
+        let list: Vec<String> = failed.iter().map(|f| f.error.clone()).collect();
+        bail!(
+            "{} of {} images could not be explained ({}); explanations.json in {} lists the \
+             others",
+            failed.len(),
+            images.len(),
+            list.join("; "),
+            out_dir.display()
+        );
+    }
     Ok(all)
+}
+
+/// An image of a batch that could not be explained.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailedImage {
+    /// The input file.
+    pub image: PathBuf,
+    /// Why, naming the file.
+    pub error: String,
+}
+
+/// The contents of `explanations.json`.
+#[derive(Serialize)]
+struct Explanations<'a> {
+    images: &'a [ImageExplanation],
+    failed: &'a [FailedImage],
 }
 
 #[cfg(test)]
@@ -355,6 +470,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("zebra") && e.contains("a, b, c"), "{e}");
+    }
+
+    #[test]
+    fn outputs_of_inputs_with_one_stem_or_alike_class_names_do_not_collide() {
+        let images: Vec<PathBuf> = ["a/photo.png", "b/photo.png", "x.png", "x.jpg", "solo.png"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        let stems = output_stems(&images);
+        assert_eq!(
+            stems,
+            ["photo_png", "photo_png-2", "x_png", "x_jpg", "solo"]
+        );
+        let names: Vec<String> = ["a/b", "a_b", "c"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(class_file_names(&names), ["a_b-0", "a_b-1", "c"]);
+    }
+
+    #[test]
+    fn dataset_descriptions_with_repeated_or_empty_class_names_are_refused() {
+        let mut info = DatasetInfo {
+            name: "t".into(),
+            class_names: vec!["dog".into(), "cat".into(), "dog".into()],
+            normalization: Normalization {
+                mean: [0.5; 3],
+                std: [0.25; 3],
+            },
+        };
+        assert!(
+            info.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("'dog' occurs twice")
+        );
+        info.class_names = vec!["dog".into(), " ".into()];
+        assert!(
+            info.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("empty name")
+        );
+        info.class_names = vec!["dog".into()];
+        info.validate().unwrap();
     }
 
     #[test]
@@ -422,7 +579,7 @@ mod tests {
         let (model, info, img) = setup(dir.path());
         let choice = ClassChoice::Top(2);
         let zero = FixedMaps { zero: true };
-        let e = explain_image(&model, &info, &zero, &img, &choice, dir.path()).unwrap();
+        let e = explain_image(&model, &info, &zero, &img, "img", &choice, dir.path()).unwrap();
         assert_eq!(e.classes.len(), 2);
         for c in &e.classes {
             assert!(c.zero_map, "{c:?}");
@@ -439,7 +596,7 @@ mod tests {
         // the same network with a one-cell map: a peak in that cell (x 24..32, y 8..16 of the
         // 32-px image), marked on the overlay
         let one = FixedMaps { zero: false };
-        let e = explain_image(&model, &info, &one, &img, &choice, dir.path()).unwrap();
+        let e = explain_image(&model, &info, &one, &img, "img", &choice, dir.path()).unwrap();
         for c in &e.classes {
             assert!(!c.zero_map && c.note.is_none(), "{c:?}");
             assert!(

@@ -257,14 +257,7 @@ fn main() -> Result<()> {
             for e in &explained {
                 println!("{} ({}x{}):", e.image.display(), e.size.0, e.size.1);
                 for c in &e.classes {
-                    println!(
-                        "  {:<16} p={:.3}  peak at ({}, {})  -> {}",
-                        c.class,
-                        c.probability,
-                        c.peak.0,
-                        c.peak.1,
-                        c.overlay.display()
-                    );
+                    println!("  {}", c.summary());
                 }
             }
             println!("wrote {}", out.join("explanations.json").display());

@@ -173,6 +173,39 @@ fn any_size_named_class_and_bad_input() {
     std::fs::write(&corrupt, b"\xff\xd8\xff\xe0 definitely not a jpeg").unwrap();
     let e = run(std::slice::from_ref(&corrupt), &ClassChoice::Top(1), None);
     assert!(e.contains("corrupt.jpg"), "{e}");
+    // one bad image in a batch: the good one is still explained and listed
+    let batch_out = dir.join("batch");
+    let e = format!(
+        "{:#}",
+        explain_files(
+            &model_path,
+            None,
+            &[big.clone(), corrupt.clone()],
+            method,
+            &ClassChoice::Top(1),
+            &batch_out,
+            &device
+        )
+        .unwrap_err()
+    );
+    assert!(e.contains("1 of 2") && e.contains("corrupt.jpg"), "{e}");
+    let listed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(batch_out.join("explanations.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(listed["images"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["failed"].as_array().unwrap().len(), 1);
+    let pngs = std::fs::read_dir(&batch_out)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count();
+    assert_eq!(pngs, 1, "the good image's overlay is written");
     let missing = dir.join("missing.png");
     let e = run(std::slice::from_ref(&missing), &ClassChoice::Top(1), None);
     assert!(e.contains("missing.png"), "{e}");

@@ -187,7 +187,7 @@ fn fmt_mean_std(values: &[f64], digits: usize) -> String {
     let defined: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     if defined.is_empty() {
         // Undefined in every seed: no pair qualified (see the warnings section).
-        return "n/a (no pairs: predicts no present class)".into();
+        return "n/a (no pair qualifies: see the warnings)".into();
     }
     let (m, s) = mean_std(&defined);
     let mut text = if defined.len() < 2 {
