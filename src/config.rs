@@ -144,8 +144,12 @@ impl ExperimentConfig {
             },
             teacher: TeacherConfig {
                 arch: VggArch::default(),
+                // SGD with a budget of at least 2500 steps: a from-scratch VGG leaves its
+                // initial plateau after a number of steps, not epochs, so a small dataset trains
+                // for more epochs (README, "Teacher recipe").
                 train: TrainConfig {
                     epochs: 30,
+                    min_steps: 2500,
                     ..train.clone()
                 },
                 pretrained: None,
@@ -183,6 +187,8 @@ impl ExperimentConfig {
         cfg.data.n_val = 100;
         cfg.data.n_test = 300;
         cfg.teacher.train.epochs = 32;
+        // a smoke run keeps its fixed budget (2000 images: 62 steps per epoch)
+        cfg.teacher.train.min_steps = 0;
         cfg.student_train.epochs = 10;
         cfg.report.overlays = 4;
         cfg.report.overlay_scale = 4;

@@ -376,6 +376,8 @@ pub fn explain_files(
     device: &Device,
 ) -> Result<Vec<ImageExplanation>> {
     ensure!(!images.is_empty(), "no image files given");
+    // The model first: a missing model must not be reported as a missing dataset.json.
+    crate::data::image_io::check_regular_file(model_path, "model file")?;
     let info_path = match info_path {
         Some(p) => p.to_path_buf(),
         None => find_dataset_info(model_path).with_context(|| {

@@ -206,6 +206,38 @@ fn any_size_named_class_and_bad_input() {
         })
         .count();
     assert_eq!(pngs, 1, "the good image's overlay is written");
+    // a folder or a FIFO given as an image is named for what it is
+    let folder = dir.join("a-folder.png");
+    std::fs::create_dir_all(&folder).unwrap();
+    let e = run(std::slice::from_ref(&folder), &ClassChoice::Top(1), None);
+    assert!(e.contains("a-folder.png is a directory"), "{e}");
+    let fifo = dir.join("pipe.png");
+    if std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let e = run(std::slice::from_ref(&fifo), &ClassChoice::Top(1), None);
+        assert!(e.contains("pipe.png is not a regular file"), "{e}");
+    }
+    // a missing model is reported as a missing model, not as a missing dataset.json
+    let e = format!(
+        "{:#}",
+        explain_files(
+            &dir.join("no-such-model.safetensors"),
+            None,
+            std::slice::from_ref(&big),
+            method,
+            &ClassChoice::Top(1),
+            &out,
+            &device
+        )
+        .unwrap_err()
+    );
+    assert!(
+        e.contains("model file") && e.contains("no-such-model.safetensors"),
+        "{e}"
+    );
     let missing = dir.join("missing.png");
     let e = run(std::slice::from_ref(&missing), &ClassChoice::Top(1), None);
     assert!(e.contains("missing.png"), "{e}");

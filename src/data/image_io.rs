@@ -19,15 +19,29 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
+/// Fails, saying what is wrong, unless `path` is an existing regular file: a folder, a FIFO
+/// or a device is not reported as missing.
+pub fn check_regular_file(path: &Path, what: &str) -> Result<()> {
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("{what} {} does not exist or cannot be read", path.display()))?;
+    ensure!(
+        !meta.is_dir(),
+        "{what} {} is a directory, expected a file",
+        path.display()
+    );
+    ensure!(
+        meta.is_file(),
+        "{what} {} is not a regular file (a FIFO, socket or device?)",
+        path.display()
+    );
+    Ok(())
+}
+
 /// Decodes an image file into RGB CHW `f32` in `[0,1]` at its own size.
 /// Returns `(pixels, height, width)`. Grayscale and alpha images are converted to RGB (alpha
 /// is dropped).
 pub fn read_rgb(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
-    ensure!(
-        path.is_file(),
-        "image file {} does not exist",
-        path.display()
-    );
+    check_regular_file(path, "image file")?;
     let reader = image::ImageReader::open(path)
         .with_context(|| format!("cannot open image file {}", path.display()))?
         .with_guessed_format()

@@ -296,7 +296,8 @@ pub fn fine_tune_lockstep(
         });
     }
     let steps_per_epoch = epoch_batches(data.len(), cfg.batch_size, seed, 0).len();
-    let total = steps_per_epoch * cfg.epochs;
+    let epochs = cfg.epochs_for(steps_per_epoch);
+    let total = steps_per_epoch * epochs;
     let start = states.iter().map(|s| s.done).min().unwrap_or(0);
     let label = if states.len() == 1 {
         states[0].spec.label.to_string()
@@ -305,7 +306,7 @@ pub fn fine_tune_lockstep(
     };
     let bar = progress(total as u64, &label);
     bar.set_position((start * steps_per_epoch) as u64);
-    for epoch in start..cfg.epochs {
+    for epoch in start..epochs {
         let mut data_rng =
             ChaCha8Rng::seed_from_u64(derive_seed(seed, &format!("data-epoch-{epoch}")));
         let mut rngs: Vec<ChaCha8Rng> = states
@@ -367,7 +368,7 @@ pub fn fine_tune_lockstep(
             st.done = epoch + 1;
             checkpoint::save(&st.model, &st.optim, &st.dir, &st.key, &st.history)?;
         }
-        super::epoch_done(&bar, &label, epoch, cfg.epochs, msg);
+        super::epoch_done(&bar, &label, epoch, epochs, msg);
     }
     bar.finish_and_clear();
     Ok(states.into_iter().map(|s| (s.model, s.history)).collect())

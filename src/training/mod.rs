@@ -145,6 +145,11 @@ pub struct TrainConfig {
     /// (0: none). A deep plain VGG trained from scratch on a small dataset can sit at chance
     /// for hundreds of steps at full rate; a warm-up lets it leave chance early.
     pub warmup_epochs: f64,
+    /// The fewest optimisation steps the stage takes: on a small dataset `epochs` is raised
+    /// until `epochs x steps per epoch` reaches it (0: off). A from-scratch VGG needs a number
+    /// of steps, not of epochs, to leave its initial plateau; counted in epochs, a small dataset
+    /// gets too few (README, "Teacher recipe").
+    pub min_steps: usize,
 }
 
 /// Which training augmentation [`TrainConfig::augment`] applies.
@@ -187,6 +192,7 @@ impl Default for TrainConfig {
             crop_scale: DEFAULT_CROP_SCALE,
             grad_clip: 0.0,
             warmup_epochs: 0.0,
+            min_steps: 0,
         }
     }
 }
@@ -236,6 +242,15 @@ impl TrainConfig {
                 scale: (self.crop_scale[0], self.crop_scale[1]),
             },
         })
+    }
+
+    /// The epochs this stage runs with `steps_per_epoch` steps each: `epochs`, raised to reach
+    /// `min_steps`.
+    pub fn epochs_for(&self, steps_per_epoch: usize) -> usize {
+        if self.min_steps == 0 || steps_per_epoch == 0 {
+            return self.epochs;
+        }
+        self.epochs.max(self.min_steps.div_ceil(steps_per_epoch))
     }
 
     /// The learning rate at global step `step` of `total`, `steps_per_epoch` per epoch: the
@@ -376,7 +391,7 @@ pub fn train_supervised(
     seed: u64,
     stage: &Stage,
 ) -> Result<(Vgg, Vec<EpochRecord>)> {
-    train_supervised_until(model, data, norm, cfg, seed, stage, cfg.epochs)
+    train_supervised_until(model, data, norm, cfg, seed, stage, usize::MAX)
 }
 
 /// [`train_supervised`] that stops (as if interrupted) once `stop_after` epochs are done.
@@ -397,10 +412,18 @@ fn train_supervised_until(
     let (mut model, mut optim, mut history) = (resumed.model, resumed.optim, resumed.history);
     let start = history.len();
     let steps_per_epoch = epoch_batches(data.len(), cfg.batch_size, seed, 0).len();
-    let total = steps_per_epoch * cfg.epochs;
+    let epochs = cfg.epochs_for(steps_per_epoch);
+    if epochs > cfg.epochs {
+        eprintln!(
+            "{label}: {epochs} epochs instead of {} to reach min_steps = {} ({steps_per_epoch} \
+             steps per epoch)",
+            cfg.epochs, cfg.min_steps
+        );
+    }
+    let total = steps_per_epoch * epochs;
     let bar = progress(total as u64, label);
     bar.set_position((start * steps_per_epoch) as u64);
-    for epoch in start..cfg.epochs.min(stop_after) {
+    for epoch in start..epochs.min(stop_after) {
         let mut rng =
             ChaCha8Rng::seed_from_u64(derive_seed(seed, &format!("{label}-epoch-{epoch}")));
         let mut sum = 0.0;
@@ -424,7 +447,7 @@ fn train_supervised_until(
             &bar,
             label,
             epoch,
-            cfg.epochs,
+            epochs,
             format!("{}, {rate:.0} img/s", record.summary()),
         );
         history.push(record);
@@ -580,6 +603,39 @@ mod tests {
         let err = try_run("edited").unwrap_err();
         assert!(err.contains("history.json") && err.contains("3"), "{err}");
         std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn min_steps_raise_the_epochs_of_small_datasets_only() {
+        let cfg = TrainConfig {
+            epochs: 30,
+            min_steps: 2500,
+            ..TrainConfig::default()
+        };
+        // 900 images at batch 32: 28 steps per epoch -> ceil(2500 / 28) = 90 epochs
+        assert_eq!(cfg.epochs_for(28), 90);
+        // 3000 images: 93 steps per epoch, 30 epochs = 2790 steps already
+        assert_eq!(cfg.epochs_for(93), 30);
+        let off = TrainConfig {
+            min_steps: 0,
+            ..cfg
+        };
+        assert_eq!(off.epochs_for(28), 30);
+    }
+
+    #[test]
+    fn warm_up_ramps_the_learning_rate_then_follows_the_schedule() {
+        let cfg = TrainConfig {
+            lr: 0.1,
+            warmup_epochs: 2.0,
+            schedule: Schedule::Constant,
+            ..TrainConfig::default()
+        };
+        // 10 steps per epoch: 20 warm-up steps, step s at (s + 1) / 20 of the rate
+        assert!((cfg.lr_at(0, 10, 100) - 0.005).abs() < 1e-12);
+        assert!((cfg.lr_at(9, 10, 100) - 0.05).abs() < 1e-12);
+        assert!((cfg.lr_at(19, 10, 100) - 0.1).abs() < 1e-12);
+        assert!((cfg.lr_at(50, 10, 100) - 0.1).abs() < 1e-12);
     }
 
     #[test]
