@@ -174,13 +174,27 @@ impl IdxImages {
 }
 
 /// Reads a whole file, gunzipping it when it starts with the gzip magic bytes.
+/// The largest decompressed IDX file accepted (Fashion-MNIST's largest is 47 MB).
+const MAX_IDX_BYTES: u64 = 1 << 30;
+
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
+    read_maybe_gz_up_to(path, MAX_IDX_BYTES)
+}
+
+fn read_maybe_gz_up_to(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
+        // At most one byte past the limit is read: a gzip bomb is refused, not inflated.
         flate2::read::MultiGzDecoder::new(&raw[..])
+            .take(max_bytes + 1)
             .read_to_end(&mut out)
             .with_context(|| format!("{} is a corrupt gzip file", path.display()))?;
+        ensure!(
+            out.len() as u64 <= max_bytes,
+            "{} inflates to more than {max_bytes} bytes: not a Fashion-MNIST IDX file",
+            path.display()
+        );
         Ok(out)
     } else {
         Ok(raw)
@@ -699,6 +713,21 @@ fn place_item(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gzip_that_inflates_past_the_limit_is_refused() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("faithful-gz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("bomb.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&vec![0u8; 100_000]).unwrap();
+        std::fs::write(&path, enc.finish().unwrap()).unwrap();
+        assert_eq!(read_maybe_gz_up_to(&path, 100_000).unwrap().len(), 100_000);
+        let err = format!("{:#}", read_maybe_gz_up_to(&path, 99_999).unwrap_err());
+        assert!(err.contains("bomb.gz") && err.contains("inflates"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn idx_bytes(magic_ndim: u8, dims: &[u32], payload: &[u8]) -> Vec<u8> {
         let mut b = vec![0, 0, 8, magic_ndim];

@@ -19,6 +19,21 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
+/// The largest side of an image faithful decodes, in pixels.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// The most memory the decoder may allocate for one image (a 40-megapixel RGB photo).
+pub const MAX_DECODE_BYTES: u64 = 120 << 20;
+
+/// Decoder limits: a small file that claims a huge image (a decompression bomb) is refused
+/// before its pixels are allocated.
+fn decode_limits() -> image::Limits {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_BYTES);
+    limits
+}
+
 /// Fails, saying what is wrong, unless `path` is an existing regular file: a folder, a FIFO
 /// or a device is not reported as missing.
 pub fn check_regular_file(path: &Path, what: &str) -> Result<()> {
@@ -42,10 +57,11 @@ pub fn check_regular_file(path: &Path, what: &str) -> Result<()> {
 /// is dropped).
 pub fn read_rgb(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     check_regular_file(path, "image file")?;
-    let reader = image::ImageReader::open(path)
+    let mut reader = image::ImageReader::open(path)
         .with_context(|| format!("cannot open image file {}", path.display()))?
         .with_guessed_format()
         .with_context(|| format!("cannot read image file {}", path.display()))?;
+    reader.limits(decode_limits());
     if reader.format().is_none() {
         bail!(
             "image file {}: unsupported or unrecognised image format",
@@ -251,6 +267,42 @@ fn filter_weights(n_in: usize, n_out: usize) -> Vec<Vec<(usize, f32)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_larger_than_the_decode_limits_are_refused_before_decoding() {
+        let dir = std::env::temp_dir().join(format!("faithful-bomb-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // tall: one side over MAX_IMAGE_SIDE, a few kB on disk
+        let tall = dir.join("tall.png");
+        image::GrayImage::new(1, MAX_IMAGE_SIDE + 1)
+            .save(&tall)
+            .unwrap();
+        let err = format!("{:#}", read_rgb(&tall).unwrap_err());
+        assert!(err.contains("tall.png"), "{err}");
+        // both sides allowed, but 8000 x 8000 RGB needs 192 MB > MAX_DECODE_BYTES: a 1x1 PNG
+        // whose header claims that size (IHDR patched, its CRC recomputed)
+        let mut bytes = Vec::new();
+        image::RgbImage::new(1, 1)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        bytes[16..20].copy_from_slice(&8000u32.to_be_bytes());
+        bytes[20..24].copy_from_slice(&8000u32.to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        let big = dir.join("big.png");
+        std::fs::write(&big, &bytes).unwrap();
+        let err = format!("{:#}", read_rgb(&big).unwrap_err());
+        assert!(err.contains("big.png") && err.contains("limit"), "{err}");
+        // an ordinary photo still decodes
+        let ok = dir.join("ok.png");
+        image::RgbImage::new(64, 48).save(&ok).unwrap();
+        assert_eq!(read_rgb(&ok).unwrap().1, 48);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn bilinear_upsample_matches_pytorch_half_pixel() {

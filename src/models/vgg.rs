@@ -135,6 +135,12 @@ impl VggArch {
         if !(0.0..1.0).contains(&self.dropout) {
             bail!("dropout must be in [0, 1), got {}", self.dropout);
         }
+        if self.hidden.contains(&0) {
+            bail!(
+                "hidden layer widths must be at least 1, got {:?}",
+                self.hidden
+            );
+        }
         if !matches!(items.first(), Some(LayoutItem::Conv(_))) {
             bail!("layout '{}' must start with a conv layer", self.layout);
         }
@@ -145,7 +151,12 @@ impl VggArch {
             );
         }
         let pools = items.iter().filter(|i| **i == LayoutItem::Pool).count();
-        if self.input_size >> pools == 0 || !self.input_size.is_multiple_of(1 << pools) {
+        // checked: 64 or more pools would overflow the shift
+        let divisor = u32::try_from(pools)
+            .ok()
+            .and_then(|p| 1usize.checked_shl(p))
+            .filter(|&d| d <= self.input_size);
+        if !divisor.is_some_and(|d| self.input_size.is_multiple_of(d)) {
             bail!(
                 "input size {} is not divisible by 2^{pools} (layout '{}' has {pools} pools)",
                 self.input_size,
@@ -508,5 +519,13 @@ mod tests {
         let mut a = arch("4,M,8,M,8,M,8,M", 1);
         a.input_size = 12;
         assert!(e(a).contains("not divisible"));
+        // 70 pools: 2^70 does not fit a usize; refused, not wrapped or panicking
+        let many = ["4"].into_iter().chain(std::iter::repeat_n("M", 70));
+        let mut a = arch(&many.collect::<Vec<_>>().join(","), 1);
+        a.input_size = 64;
+        assert!(e(a).contains("not divisible"));
+        let mut a = arch("4,M,8,M", 1);
+        a.hidden = vec![16, 0];
+        assert!(e(a).contains("at least 1"));
     }
 }
