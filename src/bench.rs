@@ -40,6 +40,8 @@ pub fn run(cfg: &ExperimentConfig, images: usize, device: &Device) -> Result<Vec
     let dir = std::env::temp_dir().join(format!("faithful-bench-{}", std::process::id()));
     let train = TrainConfig {
         epochs: 1,
+        min_steps: 0,
+        warmup_epochs: 0.0,
         ..cfg.student_train.clone()
     };
     let steps = training::epoch_batches(data.len(), train.batch_size, 0, 0)
@@ -49,8 +51,11 @@ pub fn run(cfg: &ExperimentConfig, images: usize, device: &Device) -> Result<Vec
     let mut rows = Vec::new();
 
     let teacher = cfg.teacher_arch().init(&ad, 1)?;
+    // exactly one timed epoch: no step budget, no warm-up
     let teacher_cfg = TrainConfig {
         epochs: 1,
+        min_steps: 0,
+        warmup_epochs: 0.0,
         ..cfg.teacher.train.clone()
     };
     let time_teacher = |d: &crate::data::Dataset, tag: &str| -> Result<f64> {

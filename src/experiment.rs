@@ -162,9 +162,6 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
     }
     write_atomic(&out.join("pairs.csv"), &pairs_csv.finish()?)?;
     report_warnings(&rows);
-    if cfg.compressions.iter().any(|c| c == "unstructured") {
-        report::sweep::write(&rows, &cfg.regularizers, out)?;
-    }
     let table = report::tables_by_compression(&rows, &cfg.compressions);
     let described = cfg.dataset.describe(&cfg.data, &splits);
     let body = results_markdown(cfg, &described, &table);
@@ -176,7 +173,11 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
         report::warnings_markdown(&rows),
         report::claims::claims_markdown(&claims)
     );
+    // The tables first: a failing plot (a full disk) must not cost the results.
     write_atomic(&out.join("results.md"), markdown.as_bytes())?;
+    if cfg.compressions.iter().any(|c| c == "unstructured") {
+        report::sweep::write(&rows, &cfg.regularizers, out)?;
+    }
     report::html::write_report(out)?;
     Ok(Outcome {
         rows,

@@ -4,7 +4,7 @@
 use super::ResultRow;
 use crate::metrics::mean_std;
 use crate::util::write_atomic;
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -88,9 +88,17 @@ pub fn write(rows: &[ResultRow], regularizers: &[String], out: &Path) -> Result<
     write_atomic(&out.join("sweep.csv"), csv.as_bytes())?;
     let png = out.join("sweep.png");
     let tmp = out.join(".sweep.png.tmp.png");
-    draw(rows, regularizers, &tmp)?;
-    std::fs::rename(&tmp, &png)
-        .map_err(|e| anyhow!("cannot move {} to {}: {e}", tmp.display(), png.display()))
+    let drawn = draw(rows, regularizers, &tmp)
+        .with_context(|| format!("cannot write the sweep plot {}", png.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, &png)
+                .map_err(|e| anyhow!("cannot move {} to {}: {e}", tmp.display(), png.display()))
+        });
+    if drawn.is_err() {
+        // a full disk must not leave the half-drawn temp file behind
+        let _ = std::fs::remove_file(&tmp);
+    }
+    drawn
 }
 
 /// Registers the embedded DejaVu Sans as plotters' `sans-serif` (once per process).
