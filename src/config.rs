@@ -171,7 +171,12 @@ impl ExperimentConfig {
                 grad_clip: 1.0,
                 ..train
             },
-            matching: MatchConfig::default(),
+            // beta ramps up over the first 5 of the 20 student epochs: the /8 student first
+            // learns from the task loss (README, "Method and options").
+            matching: MatchConfig {
+                warmup_epochs: 5.0,
+                ..MatchConfig::default()
+            },
             eval: EvalConfig::default(),
             report: ReportConfig::default(),
         }
@@ -190,6 +195,7 @@ impl ExperimentConfig {
         // a smoke run keeps its fixed budget (2000 images: 62 steps per epoch)
         cfg.teacher.train.min_steps = 0;
         cfg.student_train.epochs = 10;
+        cfg.matching.warmup_epochs = 2.5;
         cfg.report.overlays = 4;
         cfg.report.overlay_scale = 4;
         cfg
