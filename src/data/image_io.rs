@@ -52,6 +52,22 @@ pub fn check_regular_file(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Decodes a JPEG file in strict mode, failing on a corrupt scan. The decoder `image` uses
+/// renders corrupt entropy-coded data as it can, without an error (as browsers do), so a
+/// damaged photo would otherwise reach the network as garbage pixels.
+fn check_jpeg_strictly(path: &Path) -> Result<()> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read image file {}", path.display()))?;
+    let options = zune_core::options::DecoderOptions::default()
+        .set_strict_mode(true)
+        .set_max_width(MAX_IMAGE_SIDE as usize)
+        .set_max_height(MAX_IMAGE_SIDE as usize);
+    zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(&bytes), options)
+        .decode()
+        .map_err(|e| anyhow::anyhow!("image file {} is a corrupt JPEG: {e:?}", path.display()))?;
+    Ok(())
+}
+
 /// Decodes an image file into RGB CHW `f32` in `[0,1]` at its own size.
 /// Returns `(pixels, height, width)`. Grayscale and alpha images are converted to RGB (alpha
 /// is dropped).
@@ -67,6 +83,9 @@ pub fn read_rgb(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
             "image file {}: unsupported or unrecognised image format",
             path.display()
         );
+    }
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        check_jpeg_strictly(path)?;
     }
     let img = reader
         .decode()
@@ -301,6 +320,34 @@ mod tests {
         let ok = dir.join("ok.png");
         image::RgbImage::new(64, 48).save(&ok).unwrap();
         assert_eq!(read_rgb(&ok).unwrap().1, 48);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_jpeg_whose_scan_data_was_overwritten_is_refused() {
+        let dir = std::env::temp_dir().join(format!("faithful-jpeg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // a textured 64x64 photo, so the scan is long
+        let img = image::RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 4) as u8, ((x * y) % 251) as u8])
+        });
+        let good = dir.join("good.jpg");
+        img.save(&good).unwrap();
+        assert_eq!(read_rgb(&good).unwrap().1, 64);
+        let mut bytes = std::fs::read(&good).unwrap();
+        // the scan starts after the SOS marker (FF DA) and its header
+        let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let len = u16::from_be_bytes([bytes[sos + 2], bytes[sos + 3]]) as usize;
+        let scan = sos + 2 + len;
+        let end = bytes.len() - 2; // keep the EOI marker
+        let mid = scan + (end - scan) / 4;
+        for b in &mut bytes[mid..end - 8] {
+            *b = 0xFF; // runs of 0xFF: not valid entropy-coded data
+        }
+        let bad = dir.join("bad.jpg");
+        std::fs::write(&bad, &bytes).unwrap();
+        let err = format!("{:#}", read_rgb(&bad).unwrap_err());
+        assert!(err.contains("bad.jpg") && err.contains("corrupt"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
