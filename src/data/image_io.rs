@@ -56,8 +56,8 @@ pub fn check_regular_file(path: &Path, what: &str) -> Result<()> {
 /// renders corrupt entropy-coded data as it can, without an error (as browsers do), so a
 /// damaged photo would otherwise reach the network as garbage pixels.
 fn check_jpeg_strictly(path: &Path) -> Result<()> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read image file {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read image file {}", path.display()))?;
     let options = zune_core::options::DecoderOptions::default()
         .set_strict_mode(true)
         .set_max_width(MAX_IMAGE_SIDE as usize)
