@@ -10,9 +10,11 @@ use crate::matching;
 use crate::models::{HeadDropout, VggArch};
 use crate::training::{self, FineTuneSpec, Normalization, TrainConfig};
 use crate::util::derive_seed;
+use crate::util::seeded_random;
 use anyhow::Result;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
+use burn::tensor::Distribution;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -120,19 +122,11 @@ pub fn fixture_steps(device: &Device, iterations: usize) -> Result<Vec<BenchRow>
     let ad = device.clone().autodiff();
     let arch = VggArch::reference_fixture();
     let mut model = arch.init(&ad, 0)?;
-    let x = Tensor::<4>::random(
-        [32, 3, 64, 64],
-        burn::tensor::Distribution::Normal(0.0, 1.0),
-        &ad,
-    );
-    let y = Tensor::<2>::random([32, 20], burn::tensor::Distribution::Uniform(0.0, 1.0), &ad)
+    let x = seeded_random([32, 3, 64, 64], Distribution::Normal(0.0, 1.0), &ad, 0);
+    let y = seeded_random([32, 20], Distribution::Uniform(0.0, 1.0), &ad, 1)
         .greater_elem(0.5)
         .float();
-    let mask = Tensor::<3>::random(
-        [32, 8, 8],
-        burn::tensor::Distribution::Uniform(0.0, 1.0),
-        &ad,
-    );
+    let mask = seeded_random([32, 8, 8], Distribution::Uniform(0.0, 1.0), &ad, 2);
     let mut optim = TrainConfig {
         momentum: 0.9,
         weight_decay: 5e-4,

@@ -4,6 +4,49 @@
 use anyhow::{Context, Result};
 use serde::Serializer;
 use std::path::Path;
+use std::sync::Mutex;
+
+/// Serialises every use of burn's process-wide random generator.
+static BURN_RNG_LOCK: Mutex<()> = Mutex::new(());
+
+/// Seeds burn's process-wide generator and runs `draw` while no other thread can use it, so
+/// the draws depend on `seed` alone. Every random draw through burn (initialisers,
+/// `Tensor::random`) in this crate goes through here.
+pub fn with_burn_rng<T>(device: &burn::prelude::Device, seed: u64, draw: impl FnOnce() -> T) -> T {
+    let _guard = BURN_RNG_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    device.seed(seed);
+    draw()
+}
+
+/// A tensor of `shape` drawn from `distribution` with burn's generator seeded by `seed`, under
+/// [`with_burn_rng`]: the same seed gives the same tensor whatever runs in parallel.
+pub fn seeded_random<const D: usize>(
+    shape: [usize; D],
+    distribution: burn::tensor::Distribution,
+    device: &burn::prelude::Device,
+    seed: u64,
+) -> burn::prelude::Tensor<D> {
+    with_burn_rng(device, seed, || {
+        burn::prelude::Tensor::<D>::random(shape, distribution, device)
+    })
+}
+
+/// Forces every lazily initialised parameter of `module` to draw its values now (burn defers
+/// initialisation to first use, which would happen outside [`with_burn_rng`]).
+pub fn materialize_params<M: burn::module::Module>(module: &M) {
+    struct Touch;
+    impl burn::module::ModuleVisitor for Touch {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<D>>,
+        ) {
+            let _ = param.val();
+        }
+    }
+    module.visit(&mut Touch);
+}
 
 /// Writes `bytes` to `path` atomically: a temp file in the same folder, then a rename,
 /// so an interrupted run never leaves a half-written model, checkpoint or report.

@@ -50,10 +50,11 @@ fn closed_form_gradient_equals_autodiff_with_dropout_and_hidden_layers() {
         let net = pooled_arch(hidden.clone(), 0.5, pool)
             .init(&device, 3)
             .unwrap();
-        let x = Tensor::<4>::random(
+        let x = faithful::util::seeded_random(
             [6, 3, 32, 32],
             burn::tensor::Distribution::Normal(0.0, 1.0),
             &device,
+            9,
         );
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let drop = draw_dropout(&net, 6, &mut rng, &device);
@@ -83,10 +84,11 @@ fn closed_form_gradient_equals_autodiff_with_dropout_and_hidden_layers() {
 fn autodiff_and_closed_form_gradcam_maps_agree_up_to_the_mean_scale() {
     let device = Device::flex();
     let net = small_arch(vec![], 0.5).init(&device, 5).unwrap();
-    let x = Tensor::<4>::random(
+    let x = faithful::util::seeded_random(
         [4, 3, 32, 32],
         burn::tensor::Distribution::Normal(0.0, 1.0),
         &device,
+        9,
     );
     let classes = [4, 3, 0, 1];
     let auto = values(GradCam.maps(&net, x.clone(), &classes).unwrap());

@@ -108,7 +108,11 @@ fn randomize_bn(m: Vgg) -> Vgg {
     for b in m.blocks.iter_mut() {
         let c = b.bn.gamma.dims()[0];
         let dev = b.bn.gamma.val().device();
-        let r = |lo: f64, hi: f64| Tensor::<1>::random([c], Distribution::Uniform(lo, hi), &dev);
+        let mut draw = 0u64;
+        let mut r = |lo: f64, hi: f64| {
+            draw += 1;
+            faithful::util::seeded_random([c], Distribution::Uniform(lo, hi), &dev, draw)
+        };
         b.bn.gamma = Param::from_tensor(r(0.5, 1.5));
         b.bn.beta = Param::from_tensor(r(-0.3, 0.3));
         b.bn.running_mean = RunningState::new(r(-0.2, 0.2));

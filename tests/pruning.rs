@@ -34,7 +34,11 @@ fn randomize_bn(m: Vgg) -> Vgg {
     for b in m.blocks.iter_mut() {
         let c = b.bn.gamma.dims()[0];
         let dev = b.bn.gamma.val().device();
-        let r = |lo: f64, hi: f64| Tensor::<1>::random([c], Distribution::Uniform(lo, hi), &dev);
+        let mut draw = 0u64;
+        let mut r = |lo: f64, hi: f64| {
+            draw += 1;
+            faithful::util::seeded_random([c], Distribution::Uniform(lo, hi), &dev, draw)
+        };
         b.bn.gamma = Param::from_tensor(r(0.5, 1.5));
         b.bn.beta = Param::from_tensor(r(-0.3, 0.3));
         b.bn.running_mean = RunningState::new(r(-0.2, 0.2));
@@ -215,7 +219,12 @@ fn structured_pruning_equals_the_masked_network_before_fine_tuning() {
             b.bn.gamma = Param::from_tensor(b.bn.gamma.val() * mask.clone());
             b.bn.beta = Param::from_tensor(b.bn.beta.val() * mask);
         }
-        let x = Tensor::<4>::random([3, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let x = faithful::util::seeded_random(
+            [3, 3, 32, 32],
+            Distribution::Normal(0.0, 1.0),
+            &device,
+            11,
+        );
         let a: Vec<f32> = pruned.forward(x.clone()).into_data().try_to_vec().unwrap();
         let b: Vec<f32> = masked.forward(x).into_data().try_to_vec().unwrap();
         let scale = b.iter().fold(0f32, |s, v| s.max(v.abs()));

@@ -205,15 +205,16 @@ impl VggArch {
     }
 
     /// Builds a freshly initialised network on `device` with burn's initialisers, seeded.
-    /// burn's random generator is process-wide, so seeding and drawing happen under one lock:
-    /// concurrent initialisations (threads, parallel tests) cannot interleave their draws.
+    /// burn's random generator is process-wide and its parameters are initialised lazily (on
+    /// first use), so seeding and every draw happen inside [`crate::util::with_burn_rng`]: all
+    /// parameters are materialised there, and concurrent initialisations (threads, parallel
+    /// tests) cannot interleave their draws.
     pub fn init(&self, device: &Device, seed: u64) -> Result<Vgg> {
-        static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = INIT_LOCK
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        device.seed(seed);
-        self.init_unlocked(device)
+        crate::util::with_burn_rng(device, seed, || {
+            let model = self.init_unlocked(device)?;
+            crate::util::materialize_params(&model);
+            Ok(model)
+        })
     }
 
     fn init_unlocked(&self, device: &Device) -> Result<Vgg> {
@@ -477,6 +478,30 @@ fn apply_mask(z: Tensor<2>, mask: &Option<Tensor<2>>) -> Tensor<2> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn first_conv_weights(net: &Vgg) -> Vec<f32> {
+        net.blocks[0]
+            .conv
+            .weight
+            .val()
+            .into_data()
+            .to_vec()
+            .unwrap()
+    }
+
+    /// burn initialises parameters lazily; the network must hold its seed's values even when
+    /// another network is seeded before its first use (as happens under parallel tests).
+    #[test]
+    fn a_network_keeps_its_seeds_weights_when_another_is_seeded_before_first_use() {
+        let device = Device::flex();
+        let spec = arch("4,M", 1);
+        let a = spec.init(&device, 3).unwrap();
+        let b = spec.init(&device, 4).unwrap();
+        let a_again = spec.init(&device, 3).unwrap();
+        let wa = first_conv_weights(&a);
+        assert_eq!(wa, first_conv_weights(&a_again));
+        assert_ne!(wa, first_conv_weights(&b), "different seeds must differ");
+    }
 
     fn arch(layout: &str, divisor: usize) -> VggArch {
         VggArch {
