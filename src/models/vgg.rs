@@ -485,7 +485,7 @@ mod tests {
             .weight
             .val()
             .into_data()
-            .to_vec()
+            .try_to_vec::<f32>()
             .unwrap()
     }
 
