@@ -139,9 +139,14 @@ pub fn fixture_steps(device: &Device, iterations: usize) -> Result<Vec<BenchRow>
         for i in 0..iterations + 3 {
             let t0 = Instant::now();
             let a = model.features(x.clone());
-            let mut loss = bce_with_logits(model.head(a.clone()), y.clone());
+            let head = model.head_view();
+            let mut loss = bce_with_logits(
+                head.forward(a.clone(), &HeadDropout::none(head.layers())),
+                y.clone(),
+            );
             if with_cam {
-                let w = model.gradcam_weights(
+                let w = crate::attribution::closed_form::gradcam_weights(
+                    &head,
                     a.clone(),
                     one_hot(&[3; 32], 20, &ad),
                     &HeadDropout::none(2),

@@ -9,7 +9,7 @@ use crate::data::source::DatasetSource;
 use crate::data::synthetic::SyntheticConfig;
 use crate::evaluation::EvalConfig;
 use crate::matching;
-use crate::models::VggArch;
+use crate::models::{Arch, VggArch};
 use crate::training::{MatchConfig, Normalization, TrainConfig};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -22,8 +22,9 @@ pub const COMPRESSIONS: &[&str] = &["kd", "unstructured", "structured"];
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct TeacherConfig {
-    /// Architecture (the students derive theirs from it).
-    pub arch: VggArch,
+    /// Architecture (the students derive theirs from it): `family = "vgg"` (the default) or
+    /// `"resnet"`, with that family's settings.
+    pub arch: Arch,
     /// Supervised training.
     pub train: TrainConfig,
     /// torchvision VGG-BN weights (`.safetensors` or `.pth`) to start from instead of a random
@@ -143,7 +144,7 @@ impl ExperimentConfig {
                 ..SyntheticConfig::default()
             },
             teacher: TeacherConfig {
-                arch: VggArch::default(),
+                arch: Arch::Vgg(VggArch::default()),
                 // SGD with a budget of at least 2500 steps: a from-scratch VGG leaves its
                 // initial plateau after a number of steps, not epochs, so a small dataset trains
                 // for more epochs (README, "Teacher recipe").
@@ -275,12 +276,9 @@ impl ExperimentConfig {
         let (num_classes, input_size) = self.dataset.shape_hint(&self.data);
         let arch = self.teacher_arch_for(num_classes, input_size);
         arch.validate().context("teacher.arch")?;
-        VggArch {
-            width_divisor: arch.width_divisor * self.kd.width_divisor,
-            ..arch
-        }
-        .validate()
-        .context("student architecture (teacher.arch with kd.width_divisor)")?;
+        arch.thinner(self.kd.width_divisor)
+            .validate()
+            .context("student architecture (teacher.arch with kd.width_divisor)")?;
         self.teacher.train.validate("teacher.train")?;
         self.student_train.validate("student_train")?;
         crate::attribution::by_name(&self.eval.attribution)?;
@@ -288,17 +286,13 @@ impl ExperimentConfig {
     }
 
     /// The teacher architecture for the synthetic dataset's classes and image size.
-    pub fn teacher_arch(&self) -> VggArch {
+    pub fn teacher_arch(&self) -> Arch {
         self.teacher_arch_for(self.data.num_classes, self.data.size)
     }
 
     /// The teacher architecture with a loaded dataset's classes and image size filled in.
-    pub fn teacher_arch_for(&self, num_classes: usize, input_size: usize) -> VggArch {
-        VggArch {
-            num_classes,
-            input_size,
-            ..self.teacher.arch.clone()
-        }
+    pub fn teacher_arch_for(&self, num_classes: usize, input_size: usize) -> Arch {
+        self.teacher.arch.for_data(num_classes, input_size)
     }
 }
 

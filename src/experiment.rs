@@ -11,7 +11,7 @@ use crate::evaluation::health::{self, Warning};
 use crate::evaluation::{self, MapSet, PairSet, ground_truth_pairs};
 use crate::explain::{DATASET_INFO_FILE, DatasetInfo};
 use crate::matching::{self, Regularizer};
-use crate::models::{Vgg, save_model};
+use crate::models::{Network, save_model};
 use crate::report::{self, EpochRecord, ResultRow, overlay};
 use crate::training::checkpoint::stage_key;
 use crate::training::{
@@ -39,7 +39,7 @@ struct Trained {
     compression: String,
     regularizer: String,
     round: usize,
-    model: Vgg,
+    model: Network,
     seconds: f64,
     /// Per-epoch record of the stage that produced the network (last stage for pruning rounds).
     history: Vec<EpochRecord>,
@@ -88,7 +88,7 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
     }
     .save(&out.join(DATASET_INFO_FILE))?;
     let method = attribution::by_name(&cfg.eval.attribution)?;
-    let validator = |m: &Vgg| -> Result<ValScores> {
+    let validator = |m: &Network| -> Result<ValScores> {
         let logits = evaluation::predict(&m.valid(), &splits.val, &norm, cfg.eval.batch_size)?;
         let q = health::prediction_quality(&logits, &splits.val, cfg.eval.map_variant)?;
         Ok(ValScores {
@@ -246,14 +246,15 @@ fn report_warnings(rows: &[ResultRow]) {
     }
 }
 
-fn network_name(model: &Vgg) -> String {
-    let layout = &model.arch.layout;
+fn network_name(model: &Network) -> String {
+    let arch = model.arch();
+    let layout = &arch.layout_name();
     let short = if layout.len() > 24 {
         format!("{}…", &layout[..24])
     } else {
         layout.clone()
     };
-    format!("{short}/{}", model.arch.width_divisor)
+    format!("{short}/{}", arch.width_divisor())
 }
 
 fn evaluate_row(
@@ -311,11 +312,13 @@ fn train_teacher(ctx: &Ctx) -> Result<Trained> {
     let init_seed = derive_seed(ctx.seed, "teacher-init");
     let teacher = match &ctx.cfg.teacher.pretrained {
         None => arch.init(&ctx.ad, init_seed)?,
-        Some(path) if arch.num_classes == 1000 => {
-            crate::models::import_torchvision_vgg(&arch, path, &ctx.ad)?
-        }
         Some(path) => {
-            crate::models::import_torchvision_vgg_new_head(&arch, path, &ctx.ad, init_seed)?
+            let vgg = arch.as_vgg("teacher.pretrained (torchvision import)")?;
+            Network::Vgg(if vgg.num_classes == 1000 {
+                crate::models::import_torchvision_vgg(vgg, path, &ctx.ad)?
+            } else {
+                crate::models::import_torchvision_vgg_new_head(vgg, path, &ctx.ad, init_seed)?
+            })
         }
     };
     let dir = ctx.dir.join("teacher");
@@ -366,9 +369,9 @@ fn regularizers(cfg: &ExperimentConfig) -> Result<Vec<Box<dyn Regularizer>>> {
 fn fine_tune_all(
     ctx: &Ctx,
     compression: &dyn Compression,
-    students: Vec<Vgg>,
+    students: Vec<Network>,
     upstream: Vec<String>,
-    teacher: &Vgg,
+    teacher: &Network,
     train: &TrainConfig,
     stage: &str,
     round: usize,
@@ -474,7 +477,7 @@ fn structured_students(ctx: &Ctx, teacher: &Trained) -> Result<Vec<Trained>> {
 /// fine-tuned; returns (final round, all earlier rounds).
 fn unstructured_students(ctx: &Ctx, teacher: &Trained) -> Result<(Vec<Trained>, Vec<Trained>)> {
     let up = &ctx.cfg.unstructured;
-    let mut current: Vec<Vgg> = ctx
+    let mut current: Vec<Network> = ctx
         .cfg
         .regularizers
         .iter()
@@ -609,7 +612,7 @@ fn results_markdown(cfg: &ExperimentConfig, dataset: &str, tables: &str) -> Stri
          the row's class has a red border and a `missed` tag, and an all-zero map (no positive \
          evidence) is hatched and labelled instead of marked. The legend is in the image; the \
          captions are also in the `.txt` beside it.\n",
-        cfg.teacher.arch.layout,
+        cfg.teacher.arch.layout_name(),
         cfg.compressions.join(", "),
         cfg.kd.width_divisor,
         cfg.kd.temperature,

@@ -7,7 +7,7 @@
 
 use crate::attribution::Attribution;
 use crate::data::image_io::{read_rgb, resize_bilinear};
-use crate::models::{Vgg, load_model};
+use crate::models::{Network, load_model};
 use crate::report::overlay::{Panel, grid, is_constant, render_panel, save_png};
 use crate::training::Normalization;
 use crate::util::write_atomic;
@@ -257,7 +257,7 @@ fn file_safe(name: &str) -> String {
 /// The overlays are named `<stem>-<class>.png`; `stem` must be unique within `out_dir` (see
 /// [`output_stems`]).
 pub fn explain_image(
-    model: &Vgg,
+    model: &Network,
     info: &DatasetInfo,
     method: &dyn Attribution,
     image_path: &Path,
@@ -265,12 +265,12 @@ pub fn explain_image(
     choice: &ClassChoice,
     out_dir: &Path,
 ) -> Result<ImageExplanation> {
-    let side = model.arch.input_size;
+    let side = model.arch().input_size();
     ensure!(
-        info.class_names.len() == model.arch.num_classes,
+        info.class_names.len() == model.num_classes(),
         "the dataset description lists {} classes but the network has {} outputs",
         info.class_names.len(),
-        model.arch.num_classes
+        model.num_classes()
     );
     // The same decoding and resizing as the datasets', so the network sees what it trained on.
     let (original, orig_h, orig_w) = read_rgb(image_path)?;
@@ -532,7 +532,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "fixed"
         }
-        fn maps(&self, model: &Vgg, _x: Tensor<4>, classes: &[usize]) -> Result<Tensor<3>> {
+        fn maps(&self, model: &Network, _x: Tensor<4>, classes: &[usize]) -> Result<Tensor<3>> {
             let mut one = vec![0.0f32; 16];
             if !self.zero {
                 one[4 + 3] = 1.0;
@@ -544,14 +544,14 @@ mod tests {
     }
 
     /// A tiny random network, its dataset description and a 32x32 test picture in `dir`.
-    fn setup(dir: &Path) -> (Vgg, DatasetInfo, PathBuf) {
+    fn setup(dir: &Path) -> (Network, DatasetInfo, PathBuf) {
         let arch = crate::models::VggArch {
             layout: "tiny".into(),
             num_classes: 3,
             input_size: 32,
             ..crate::models::VggArch::default()
         };
-        let model = arch.init(&Device::flex(), 1).unwrap();
+        let model: Network = arch.init(&Device::flex(), 1).unwrap().into();
         let info = DatasetInfo {
             name: "test".into(),
             class_names: ["a", "b", "c"].map(String::from).to_vec(),

@@ -289,12 +289,13 @@ fn main() -> Result<()> {
             let written = match format {
                 ExportFormat::Onnx => {
                     let path = out.with_extension("onnx");
-                    faithful::export::export_onnx(&net, &path, norm)?;
+                    faithful::export::export_onnx(net.as_vgg("ONNX export")?, &path, norm)?;
                     path.display().to_string()
                 }
                 ExportFormat::Torch => {
                     let names = info.as_ref().map(|i| i.class_names.as_slice());
-                    faithful::export::export_torch_with_normalization(&net, &out, names, norm)?;
+                    let vgg = net.as_vgg("PyTorch export")?;
+                    faithful::export::export_torch_with_normalization(vgg, &out, names, norm)?;
                     let (w, j) = faithful::export::torch::export_paths(&out);
                     format!("{} and {}", w.display(), j.display())
                 }
@@ -323,7 +324,7 @@ fn main() -> Result<()> {
                 );
             }
             let dev = device(cli.backend)?;
-            let net = match num_classes {
+            let net = faithful::models::Network::Vgg(match num_classes {
                 Some(k) => {
                     let a = faithful::models::torchvision_vgg_arch(&arch, k)?;
                     faithful::models::import_torchvision_vgg_new_head(&a, &weights, &dev, 0)?
@@ -332,13 +333,13 @@ fn main() -> Result<()> {
                     let a = faithful::models::torchvision_vgg_arch(&arch, 1000)?;
                     faithful::models::import_torchvision_vgg(&a, &weights, &dev)?
                 }
-            };
+            });
             faithful::models::save_model(&net, &out)?;
             println!(
                 "wrote {} ({} parameters, {} classes)",
                 out.display(),
                 net.params(),
-                net.arch.num_classes
+                net.num_classes()
             );
         }
         Command::Report { run } => {

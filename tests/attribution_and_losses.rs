@@ -2,6 +2,7 @@
 //! properties.
 
 use burn::prelude::*;
+use faithful::attribution::closed_form;
 use faithful::attribution::gradcam::{GradCam, GradCamClosedForm, Pooling};
 use faithful::attribution::{Attribution, one_hot};
 use faithful::compression::kd::binary_kl;
@@ -9,7 +10,7 @@ use faithful::compression::{bce_with_logits, log_sigmoid};
 use faithful::matching::sswa::Sswa;
 use faithful::matching::{MapDistance, SswaMode, ewa::activation_map};
 use faithful::models::vgg::HeadPool;
-use faithful::models::{HeadDropout, VggArch};
+use faithful::models::{Arch, HeadDropout, Network, ResNetArch, VggArch};
 use faithful::training::draw_dropout;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -38,18 +39,48 @@ fn pooled_arch(hidden: Vec<usize>, dropout: f64, head_pool: HeadPool) -> VggArch
     }
 }
 
-#[test]
-fn closed_form_gradient_equals_autodiff_with_dropout_and_hidden_layers() {
-    for (hidden, pool) in [
+/// Heads of every family: VGG with and without hidden layers, 2x2 and global max pools; ResNet
+/// (global average pool), small and with the ImageNet stem; all with dropout 0.5.
+fn every_head() -> Vec<Arch> {
+    let mut archs: Vec<Arch> = [
         (vec![], HeadPool::Max2),
         (vec![12], HeadPool::Max2),
         (vec![], HeadPool::GlobalMax),
         (vec![7], HeadPool::GlobalMax),
+    ]
+    .into_iter()
+    .map(|(hidden, pool)| pooled_arch(hidden, 0.5, pool).into())
+    .collect();
+    for (layout, stem) in [
+        ("small", faithful::models::resnet::Stem::Small),
+        ("1,2", faithful::models::resnet::Stem::Imagenet),
     ] {
+        archs.push(
+            ResNetArch {
+                layout: layout.into(),
+                stem,
+                base_width: 8,
+                num_classes: 5,
+                input_size: 32,
+                dropout: 0.5,
+                ..ResNetArch::default()
+            }
+            .into(),
+        );
+    }
+    assert_eq!(
+        faithful::models::FAMILIES.len(),
+        2,
+        "a new family: add its heads here"
+    );
+    archs
+}
+
+#[test]
+fn closed_form_gradient_equals_autodiff_with_dropout_and_hidden_layers() {
+    for arch in every_head() {
         let device = Device::flex().autodiff();
-        let net = pooled_arch(hidden.clone(), 0.5, pool)
-            .init(&device, 3)
-            .unwrap();
+        let net = arch.init(&device, 3).unwrap();
         let x = faithful::util::seeded_random(
             [6, 3, 32, 32],
             burn::tensor::Distribution::Normal(0.0, 1.0),
@@ -58,22 +89,23 @@ fn closed_form_gradient_equals_autodiff_with_dropout_and_hidden_layers() {
         );
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let drop = draw_dropout(&net, 6, &mut rng, &device);
+        assert!(drop.masks.iter().all(Option::is_some), "dropout is on");
         let classes = [0, 1, 2, 3, 4, 2];
         let a = net.features(x).detach().require_grad();
         let target = one_hot(&classes, 5, &device);
-        let logits = net.head_with_dropout(a.clone(), &drop);
+        let logits = net.head().forward(a.clone(), &drop);
         let auto = a.grad(&(logits * target.clone()).sum().backward()).unwrap();
-        let closed = net
-            .head_grad(a.clone().detach(), target.clone(), &drop)
-            .inner();
+        let closed =
+            closed_form::head_grad(&net.head(), a.clone().detach(), target.clone(), &drop).inner();
         let diff: f32 = (closed - auto.clone()).abs().max().into_scalar::<f32>();
         let scale: f32 = auto.clone().abs().max().into_scalar::<f32>();
         assert!(
             scale > 0.0 && diff <= 1e-5 * scale,
-            "hidden {hidden:?}: diff {diff} scale {scale}"
+            "{}: diff {diff} scale {scale}",
+            arch.describe()
         );
         // channel weights = spatial sum of the full gradient
-        let w = net.gradcam_weights(a.detach(), target, &drop).inner();
+        let w = closed_form::gradcam_weights(&net.head(), a.detach(), target, &drop).inner();
         let w_auto: Tensor<2> = auto.sum_dims(&[2, 3]).flatten(1, 3);
         let diff: f32 = (w - w_auto).abs().max().into_scalar::<f32>();
         assert!(diff <= 1e-5 * scale * 16.0, "weights diff {diff}");
@@ -83,7 +115,7 @@ fn closed_form_gradient_equals_autodiff_with_dropout_and_hidden_layers() {
 #[test]
 fn autodiff_and_closed_form_gradcam_maps_agree_up_to_the_mean_scale() {
     let device = Device::flex();
-    let net = small_arch(vec![], 0.5).init(&device, 5).unwrap();
+    let net: Network = small_arch(vec![], 0.5).init(&device, 5).unwrap().into();
     let x = faithful::util::seeded_random(
         [4, 3, 32, 32],
         burn::tensor::Distribution::Normal(0.0, 1.0),
@@ -206,9 +238,9 @@ fn sswa_masks_drop_the_right_number_of_teacher_channels() {
 #[test]
 fn head_dropout_none_changes_nothing() {
     let device = Device::flex();
-    let net = small_arch(vec![6], 0.0).init(&device, 0).unwrap();
+    let net: Network = small_arch(vec![6], 0.0).init(&device, 0).unwrap().into();
     let x = Tensor::<4>::ones([2, 3, 32, 32], &device);
     let a = net.forward(x.clone());
-    let b = net.head_with_dropout(net.features(x), &HeadDropout::none(2));
+    let b = net.head().forward(net.features(x), &HeadDropout::none(2));
     assert_eq!(values(a), values(b));
 }

@@ -50,7 +50,7 @@ fn setup(dir: &Path) -> (PathBuf, DatasetInfo) {
         input_size: 32,
         ..VggArch::default()
     };
-    let model = arch.init(&Device::flex(), 3).unwrap();
+    let model = arch.init(&Device::flex(), 3).unwrap().into();
     let run = dir.join("run");
     let model_path = run.join("seed-0/teacher/model.safetensors");
     save_model(&model, &model_path).unwrap();

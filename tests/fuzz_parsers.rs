@@ -179,13 +179,14 @@ fn fuzz_arch_json() {
     let file = Path::new("fuzz/model.arch.json");
     fuzz("arch.json", &arch_examples(), &ARCH_TOKENS, 12000, |b| {
         // the raw route (serde + validate) and faithful's checked one must agree on success
-        let raw = serde_json::from_slice::<VggArch>(b)
+        let raw = serde_json::from_slice::<faithful::models::Arch>(b)
             .map_err(anyhow::Error::from)
             .and_then(|a| a.validate().map(|()| a));
         let checked = parse_arch(&String::from_utf8_lossy(b), file);
         if let Ok(a) = &checked {
             assert!(raw.is_ok(), "parse_arch accepted what validate refuses");
-            assert!(a.attribution_shape().is_ok() && a.conv_channels().is_ok());
+            let vgg = a.as_vgg("test").unwrap();
+            assert!(a.attribution_shape().is_ok() && vgg.conv_channels().is_ok());
         }
         checked.map(|_| ())
     });
@@ -263,7 +264,7 @@ fn retyped(bytes: &[u8], dtype: safetensors::Dtype, convert: fn(f32) -> Vec<u8>)
 /// A saved tiny model's weights (f32, and the same as f64 and bf16), in `dir`.
 fn model_examples(dir: &Path) -> Vec<Vec<u8>> {
     let p = dir.join("example.safetensors");
-    let net = tiny_arch().init(&Device::flex(), 5).unwrap();
+    let net = tiny_arch().init(&Device::flex(), 5).unwrap().into();
     faithful::models::save_model(&net, &p).unwrap();
     // rewritten without burn's metadata, whose key order varies between processes, so that a
     // case seed names the same input in every run

@@ -10,6 +10,7 @@
 
 use burn::module::Param;
 use burn::prelude::*;
+use faithful::attribution::closed_form::{gradcam_weights, head_grad};
 use faithful::attribution::gradcam::{GradCam, cam_from_weights};
 use faithful::attribution::one_hot;
 use faithful::compression::bce_with_logits;
@@ -115,12 +116,17 @@ fn closed_form_head_gradient_matches_pytorch_and_burn_autodiff() {
     let net = load_net(&dir, &device);
     let a = net.features(r.tensor("x", &device));
     let target = one_hot(&[3; 4], 20, &device);
-    let closed = net.head_grad(a.clone(), target.clone(), &HeadDropout::none(2));
+    let closed = head_grad(
+        &net.head_view(),
+        a.clone(),
+        target.clone(),
+        &HeadDropout::none(2),
+    );
     let want: Tensor<4> = r.tensor("g", &device).inner();
-    let auto = GradCam::gradient(&net, a.clone().detach(), &[3; 4]).unwrap();
+    let auto = GradCam::gradient(&net.clone().into(), a.clone().detach(), &[3; 4]).unwrap();
     // Channel weights need no max-pool routing: compare them separately, so a failure says
     // whether the head algebra or the routing is off.
-    let weights = net.gradcam_weights(a.clone(), target, &HeadDropout::none(2));
+    let weights = gradcam_weights(&net.head_view(), a.clone(), target, &HeadDropout::none(2));
     let errs = [
         rel_err(closed.clone().inner(), want.clone()),
         rel_err(auto.clone().inner(), want.clone()),
@@ -151,12 +157,11 @@ fn gradcam_loss(
     detach_alpha: bool,
 ) -> (Tensor<1>, Tensor<1>) {
     let a = net.features(r.tensor("x", device));
-    let logits = net.head(a.clone());
+    let logits = net.head_view().forward(a.clone(), &HeadDropout::none(2));
     let bce = bce_with_logits(logits, r.tensor("y", device));
     let [_, _, h, w] = a.dims();
     let target = one_hot(&[3; 4], 20, device);
-    let weights = net
-        .gradcam_weights(a.clone(), target, &HeadDropout::none(2))
+    let weights = gradcam_weights(&net.head_view(), a.clone(), target, &HeadDropout::none(2))
         .div_scalar((h * w) as f64);
     let weights = if detach_alpha {
         weights.detach()

@@ -56,10 +56,14 @@ fn a_network_that_predicts_nothing_is_reported() {
     let cfg = tiny();
     let splits = cfg.dataset.load(&cfg.data).unwrap();
     let device = Device::flex();
-    let mut model = cfg.teacher_arch().init(&device, 0).unwrap();
+    let model = cfg.teacher_arch().init(&device, 0).unwrap();
+    let faithful::models::Network::Vgg(mut model) = model else {
+        panic!("the tiny config is a VGG")
+    };
     // Every logit pushed far below 0: no class is ever predicted present.
     let bias = model.classifier.bias.take().unwrap();
     model.classifier.bias = Some(bias.map(|b| b.ones_like().mul_scalar(-1e3)));
+    let model = faithful::models::Network::Vgg(model);
     let norm = faithful::training::Normalization::of(&splits.train);
     let method = faithful::attribution::by_name("gradcam").unwrap();
     let ev = faithful::evaluation::evaluate(&model, &splits.test, &norm, method, None, &cfg.eval)

@@ -164,7 +164,7 @@ fn f32s<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .unwrap()
 }
 
-fn logits(net: &faithful::models::Vgg) -> Vec<f32> {
+fn logits(net: &faithful::models::Network) -> Vec<f32> {
     let device = Device::flex();
     let x: Vec<f32> = (0..2 * 3 * 8 * 8)
         .map(|i| ((i * 13) % 29) as f32 / 29.0)
@@ -203,7 +203,14 @@ fn f16_bf16_and_f64_weights_load_as_the_f32_network() {
     let reference = load_model(&write_model(&dir, "f32", &a, &t, |_| Dtype::F32), &device).unwrap();
     // the values arrive unchanged (checked against the pattern, not against faithful)
     assert_eq!(
-        f32s(reference.blocks[1].conv.bias.as_ref().unwrap().val()),
+        f32s(
+            reference.as_vgg("test").unwrap().blocks[1]
+                .conv
+                .bias
+                .as_ref()
+                .unwrap()
+                .val()
+        ),
         t["blocks.1.conv.bias"].1
     );
     let expected = logits(&reference);
@@ -223,13 +230,18 @@ fn f16_bf16_and_f64_weights_load_as_the_f32_network() {
         let p = write_model(&dir, name, &a, &t, dtype_of);
         let net = load_model(&p, &device).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert_eq!(
-            f32s(net.hidden[0].weight.val()),
+            f32s(net.as_vgg("test").unwrap().hidden[0].weight.val()),
             t["hidden.0.weight"].1,
             "{name}"
         );
         assert_eq!(logits(&net), expected, "{name}");
         // and the exporter takes the converted network
-        export_onnx(&net, &dir.join(format!("{name}.onnx")), None).unwrap();
+        export_onnx(
+            net.as_vgg("test").unwrap(),
+            &dir.join(format!("{name}.onnx")),
+            None,
+        )
+        .unwrap();
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -491,7 +503,7 @@ fn export_cli_reports_a_missing_model_before_anything_else() {
 fn save_model_never_leaves_half_a_pair() {
     let device = Device::flex();
     let dir = tmp("half");
-    let net = arch().init(&device, 0).unwrap();
+    let net = arch().init(&device, 0).unwrap().into();
     // the weights cannot be written (a non-empty folder is in the way): no arch.json appears
     let w = dir.join("w.safetensors");
     std::fs::create_dir_all(w.join("blocker")).unwrap();
@@ -515,7 +527,7 @@ fn export_cli_blames_the_dataset_json_it_read() {
     let device = Device::flex();
     let dir = tmp("cli-info");
     let model = dir.join("run/seed-0/model.safetensors");
-    save_model(&arch().init(&device, 0).unwrap(), &model).unwrap();
+    save_model(&arch().init(&device, 0).unwrap().into(), &model).unwrap();
     let info = dir.join("run/dataset.json");
     // two class names for a three-class network
     std::fs::write(

@@ -9,7 +9,7 @@ use faithful::compression::unstructured::{
 };
 use faithful::data::synthetic::{SyntheticConfig, generate};
 use faithful::matching;
-use faithful::models::{Vgg, VggArch};
+use faithful::models::{Network, Vgg, VggArch};
 use faithful::training::{FineTuneSpec, MatchConfig, Normalization, TrainConfig, fine_tune};
 
 fn arch(layout: &str, size: usize) -> VggArch {
@@ -21,8 +21,10 @@ fn arch(layout: &str, size: usize) -> VggArch {
     }
 }
 
-fn conv_weights(m: &Vgg) -> Vec<Vec<f32>> {
-    m.blocks
+fn conv_weights(m: &Network) -> Vec<Vec<f32>> {
+    m.as_vgg("test")
+        .unwrap()
+        .blocks
         .iter()
         .map(|b| b.conv.weight.val().into_data().try_to_vec::<f32>().unwrap())
         .collect()
@@ -57,7 +59,7 @@ fn cumulative_rate_matches_the_paper() {
 #[test]
 fn global_threshold_prunes_the_smallest_magnitudes_across_layers() {
     let device = Device::flex();
-    let m = arch("8,M,16,M,16,M", 32).init(&device, 1).unwrap();
+    let m: Network = arch("8,M,16,M,16,M", 32).init(&device, 1).unwrap().into();
     let pruned = prune_to(m.clone(), 0.6, PruneScope::Global).unwrap();
     let s = sparsity(&pruned);
     assert!((s - 0.6).abs() < 1e-3, "sparsity {s}");
@@ -102,7 +104,7 @@ fn pruned_weights_stay_exactly_zero_through_sgd_momentum_and_weight_decay() {
     let data = generate(&data_cfg).unwrap().train;
     let norm = Normalization::of(&data);
     let ad = Device::flex().autodiff();
-    let teacher = arch("8,M,16,M,16,M", 32).init(&ad, 2).unwrap();
+    let teacher: Network = arch("8,M,16,M,16,M", 32).init(&ad, 2).unwrap().into();
     let round = PruningRound {
         target: 0.5,
         scope: PruneScope::Global,

@@ -1,11 +1,11 @@
 //! Grad-CAM (Selvaraju et al. 2017) at the last conv block: `ReLU(sum_c U_c A_c)`.
 //!
 //! Two forms: [`GradCam`] obtains `d logit_t / dA` from burn's autodiff and works for any head;
-//! [`cam_from_weights`] with [`Vgg::gradcam_weights`] is the closed form through the
+//! [`cam_from_weights`] with [`super::closed_form::gradcam_weights`] is the closed form through the
 //! piecewise-linear head, built from ordinary tracked ops so it can sit inside a training loss.
 
 use super::{Attribution, one_hot};
-use crate::models::{HeadDropout, Vgg};
+use crate::models::{HeadDropout, Network};
 use anyhow::{Result, ensure};
 use burn::prelude::*;
 use burn::tensor::activation::relu;
@@ -32,10 +32,10 @@ pub struct GradCam;
 
 impl GradCam {
     /// d(sum_n logit[n, t_n]) / dA for evaluation-mode features A.
-    pub fn gradient(model: &Vgg, features: Tensor<4>, classes: &[usize]) -> Result<Tensor<4>> {
+    pub fn gradient(model: &Network, features: Tensor<4>, classes: &[usize]) -> Result<Tensor<4>> {
         let device = features.device();
         let a = features.inner().autodiff().require_grad();
-        let logits = model.head(a.clone());
+        let logits = model.head_logits(a.clone());
         let k = logits.dims()[1];
         ensure!(
             classes.iter().all(|&c| c < k),
@@ -51,7 +51,7 @@ impl GradCam {
 
     /// Grad-CAM maps for evaluation-mode features with the given spatial pooling.
     pub fn maps_from_features(
-        model: &Vgg,
+        model: &Network,
         features: Tensor<4>,
         classes: &[usize],
         pooling: Pooling,
@@ -70,7 +70,7 @@ impl Attribution for GradCam {
         "gradcam"
     }
 
-    fn maps(&self, model: &Vgg, x: Tensor<4>, classes: &[usize]) -> Result<Tensor<3>> {
+    fn maps(&self, model: &Network, x: Tensor<4>, classes: &[usize]) -> Result<Tensor<3>> {
         ensure!(x.dims()[0] == classes.len(), "one class per image expected");
         let features = model.features(x);
         Self::maps_from_features(model, features, classes, Pooling::Mean)
@@ -83,14 +83,14 @@ pub struct GradCamClosedForm;
 impl GradCamClosedForm {
     /// Closed-form maps from features; differentiable when `features` and the model are tracked.
     pub fn maps_from_features(
-        model: &Vgg,
+        model: &Network,
         features: Tensor<4>,
         classes: &[usize],
         drop: &HeadDropout,
     ) -> Tensor<3> {
-        let k = model.arch.num_classes;
+        let k = model.num_classes();
         let target = one_hot(classes, k, &features.device());
-        let w = model.gradcam_weights(features.clone(), target, drop);
+        let w = super::closed_form::gradcam_weights(&model.head(), features.clone(), target, drop);
         cam_from_weights(features, w)
     }
 }
@@ -100,19 +100,19 @@ impl Attribution for GradCamClosedForm {
         "gradcam-closed"
     }
 
-    fn maps(&self, model: &Vgg, x: Tensor<4>, classes: &[usize]) -> Result<Tensor<3>> {
+    fn maps(&self, model: &Network, x: Tensor<4>, classes: &[usize]) -> Result<Tensor<3>> {
         ensure!(x.dims()[0] == classes.len(), "one class per image expected");
+        let k = model.num_classes();
         ensure!(
-            classes.iter().all(|&c| c < model.arch.num_classes),
-            "class index out of range 0..{}",
-            model.arch.num_classes
+            classes.iter().all(|&c| c < k),
+            "class index out of range 0..{k}"
         );
         let features = model.features(x);
         Ok(Self::maps_from_features(
             model,
             features,
             classes,
-            &HeadDropout::none(model.head_layers()),
+            &HeadDropout::none(model.head().layers()),
         ))
     }
 }

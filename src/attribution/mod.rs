@@ -1,8 +1,9 @@
 //! Attribution methods: each is one file behind the [`Attribution`] trait, listed in [`REGISTRY`].
 
+pub mod closed_form;
 pub mod gradcam;
 
-use crate::models::Vgg;
+use crate::models::Network;
 use anyhow::Result;
 use burn::prelude::*;
 
@@ -12,7 +13,7 @@ pub trait Attribution: Sync {
     fn name(&self) -> &'static str;
     /// Maps (N, h, w), non-negative, un-normalised, for class `classes[n]` of image n.
     /// `model` is in evaluation mode (plain device); `x` is a normalised batch.
-    fn maps(&self, model: &Vgg, x: Tensor<4>, classes: &[usize]) -> Result<Tensor<3>>;
+    fn maps(&self, model: &Network, x: Tensor<4>, classes: &[usize]) -> Result<Tensor<3>>;
 }
 
 /// All attribution methods, by name.

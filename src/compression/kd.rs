@@ -3,7 +3,7 @@
 //! multi-label loss on the ground truth: `alpha * T^2 * KL + (1 - alpha) * BCE`.
 
 use super::{Compression, bce_with_logits, log_sigmoid};
-use crate::models::{Vgg, VggArch};
+use crate::models::Network;
 use anyhow::{Result, ensure};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -67,13 +67,12 @@ impl Compression for Distillation {
         "kd"
     }
 
-    fn make_student(&self, teacher: &Vgg, device: &Device, seed: u64) -> Result<Vgg> {
+    fn make_student(&self, teacher: &Network, device: &Device, seed: u64) -> Result<Network> {
         self.validate()?;
-        let arch = VggArch {
-            width_divisor: teacher.arch.width_divisor * self.width_divisor,
-            ..teacher.arch.clone()
-        };
-        arch.init(device, seed)
+        teacher
+            .arch()
+            .thinner(self.width_divisor)
+            .init(device, seed)
     }
 
     fn task_loss(&self, student: Tensor<2>, teacher: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {

@@ -6,7 +6,7 @@ pub mod kd;
 pub mod structured;
 pub mod unstructured;
 
-use crate::models::Vgg;
+use crate::models::Network;
 use anyhow::Result;
 use burn::prelude::*;
 
@@ -16,7 +16,7 @@ pub trait Compression {
     fn name(&self) -> &'static str;
     /// Builds the (untrained or freshly compressed) student from `base` (the teacher, or the
     /// previous round's network); `seed` seeds any fresh weights.
-    fn make_student(&self, base: &Vgg, device: &Device, seed: u64) -> Result<Vgg>;
+    fn make_student(&self, base: &Network, device: &Device, seed: u64) -> Result<Network>;
     /// Task loss of one batch: student logits (tracked), teacher logits and multi-hot targets
     /// (constants).
     fn task_loss(&self, student: Tensor<2>, teacher: Tensor<2>, targets: Tensor<2>) -> Tensor<1>;

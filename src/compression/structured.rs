@@ -6,7 +6,7 @@
 
 use super::{Compression, bce_with_logits};
 use crate::models::vgg::LayoutItem;
-use crate::models::{Vgg, VggArch};
+use crate::models::{Network, Vgg, VggArch};
 use anyhow::{Result, ensure};
 use burn::module::{Module, Param, RunningState};
 use burn::prelude::*;
@@ -176,8 +176,10 @@ impl Compression for FilterPruning {
         "structured"
     }
 
-    fn make_student(&self, base: &Vgg, device: &Device, _seed: u64) -> Result<Vgg> {
-        Ok(prune_filters(&base.valid(), self)?.fork(device).train())
+    fn make_student(&self, base: &Network, device: &Device, _seed: u64) -> Result<Network> {
+        let vgg = base.valid();
+        let pruned = prune_filters(vgg.as_vgg("structured pruning")?, self)?;
+        Ok(Network::Vgg(pruned).fork(device).train())
     }
 
     fn task_loss(&self, student: Tensor<2>, _teacher: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {

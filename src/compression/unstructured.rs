@@ -1,13 +1,15 @@
 //! Unstructured magnitude pruning (Han et al. 2015), iterative: after round k the conv weights
 //! are pruned to the cumulative rate `1 - (1 - r)^k` by one global magnitude threshold over all
 //! conv layers (the head is not pruned, as in the authors' code), or per layer as an option.
+//! It needs nothing from a family: every 4-D parameter (a convolution kernel) of any network is
+//! found with burn's module visitor, in module order.
 //! Fine-tuning keeps pruned weights exactly zero ([`crate::training`] re-applies the masks after
 //! every optimiser step).
 
 use super::{Compression, bce_with_logits};
-use crate::models::Vgg;
+use crate::models::Network;
 use anyhow::{Result, ensure};
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -51,20 +53,51 @@ pub fn cumulative_rate(r: f64, round: usize) -> f64 {
     1.0 - (1.0 - r).powi(round as i32)
 }
 
-fn weights_of(model: &Vgg) -> Vec<Vec<f32>> {
+/// The values of every convolution kernel (4-D parameter), in module order.
+fn weights_of(model: &Network) -> Vec<Vec<f32>> {
+    struct Kernels(Vec<Vec<f32>>);
+    impl ModuleVisitor for Kernels {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if D == 4 {
+                self.0.push(
+                    param
+                        .val()
+                        .into_data()
+                        .convert::<f32>()
+                        .try_into_vec::<f32>()
+                        .unwrap_or_default(),
+                );
+            }
+        }
+    }
+    let mut kernels = Kernels(Vec::new());
+    model.visit(&mut kernels);
+    kernels.0
+}
+
+/// Multiplies every convolution kernel, in module order, by its mask.
+struct MaskKernels<'a> {
+    masks: &'a [Tensor<4>],
+    next: usize,
+}
+
+impl ModuleMapper for MaskKernels<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if D != 4 {
+            return param;
+        }
+        let mask = self.masks[self.next].clone();
+        self.next += 1;
+        mask_param(param, mask)
+    }
+}
+
+/// `model` with every convolution kernel multiplied by its mask (module order).
+fn apply_masks(model: Network, masks: &[Tensor<4>]) -> Network {
+    let mut mapper = MaskKernels { masks, next: 0 };
+    let model = model.map(&mut mapper);
+    debug_assert_eq!(mapper.next, masks.len(), "one mask per kernel");
     model
-        .blocks
-        .iter()
-        .map(|b| {
-            b.conv
-                .weight
-                .val()
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .unwrap_or_default()
-        })
-        .collect()
 }
 
 /// The magnitude below which weights are pruned so that `fraction` of `values` is pruned
@@ -80,7 +113,7 @@ fn threshold(values: &mut [f32], fraction: f64) -> f32 {
 }
 
 /// Prunes conv weights to the given total fraction (weights already zero count as pruned).
-pub fn prune_to(model: Vgg, fraction: f64, scope: PruneScope) -> Result<Vgg> {
+pub fn prune_to(model: Network, fraction: f64, scope: PruneScope) -> Result<Network> {
     ensure!(
         (0.0..1.0).contains(&fraction),
         "pruning fraction must be in [0, 1), got {fraction}"
@@ -96,20 +129,41 @@ pub fn prune_to(model: Vgg, fraction: f64, scope: PruneScope) -> Result<Vgg> {
             .map(|w| threshold(&mut w.clone(), fraction))
             .collect(),
     };
-    let mut model = model;
-    for (block, t) in model.blocks.iter_mut().zip(thresholds) {
-        let keep = block.conv.weight.val().abs().greater_elem(t).float();
-        block.conv.weight = mask_param(block.conv.weight.clone(), &keep);
+    let device = model.devices()[0].clone();
+    let masks: Vec<Tensor<4>> = shapes_of(&model)
+        .into_iter()
+        .zip(weights.iter().zip(thresholds))
+        .map(|(shape, (w, t))| {
+            let keep: Vec<f32> = w.iter().map(|v| f32::from(v.abs() > t)).collect();
+            Tensor::<1>::from_data(TensorData::new(keep, [w.len()]), &device).reshape(shape)
+        })
+        .collect();
+    Ok(apply_masks(model, &masks))
+}
+
+/// The shapes of every convolution kernel, in module order.
+fn shapes_of(model: &Network) -> Vec<[usize; 4]> {
+    struct Shapes(Vec<[usize; 4]>);
+    impl ModuleVisitor for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if D == 4 {
+                let d = param.val().dims();
+                self.0.push([d[0], d[1], d[2], d[3]]);
+            }
+        }
     }
-    Ok(model)
+    let mut shapes = Shapes(Vec::new());
+    model.visit(&mut shapes);
+    shapes.0
 }
 
 /// `w * mask` as a fresh leaf: the product is detached so no autodiff graph from an earlier
 /// step hangs on the parameter, and gradient tracking is restored where it was on.
-fn mask_param(param: Param<Tensor<4>>, mask: &Tensor<4>) -> Param<Tensor<4>> {
+fn mask_param<const D: usize>(param: Param<Tensor<D>>, mask: Tensor<4>) -> Param<Tensor<D>> {
     param.map(|w| {
         let tracked = w.is_require_grad();
-        let masked = (w * mask.clone().detach()).detach();
+        let mask: Tensor<D> = mask.reshape(w.shape());
+        let masked = (w * mask.detach()).detach();
         if tracked {
             masked.require_grad()
         } else {
@@ -119,7 +173,7 @@ fn mask_param(param: Param<Tensor<4>>, mask: &Tensor<4>) -> Param<Tensor<4>> {
 }
 
 /// Fraction of conv weights that are exactly zero.
-pub fn sparsity(model: &Vgg) -> f64 {
+pub fn sparsity(model: &Network) -> f64 {
     let w = weights_of(model);
     let total: usize = w.iter().map(Vec::len).sum();
     let zeros: usize = w.iter().flatten().filter(|v| **v == 0.0).count();
@@ -135,22 +189,22 @@ pub struct ConvMasks {
 
 impl ConvMasks {
     /// Masks of a model's current zeros.
-    pub fn from_zeros(model: &Vgg) -> Self {
-        let masks = model
-            .blocks
-            .iter()
-            .map(|b| b.conv.weight.val().detach().not_equal_elem(0.0).float())
+    pub fn from_zeros(model: &Network) -> Self {
+        let device = model.devices()[0].clone();
+        let masks = shapes_of(model)
+            .into_iter()
+            .zip(weights_of(model))
+            .map(|(shape, w)| {
+                let keep: Vec<f32> = w.iter().map(|v| f32::from(*v != 0.0)).collect();
+                Tensor::<1>::from_data(TensorData::new(keep, [w.len()]), &device).reshape(shape)
+            })
             .collect();
         ConvMasks { masks }
     }
 
     /// Zeroes the masked weights (keeps parameter ids, so optimiser state stays attached).
-    pub fn apply(&self, model: Vgg) -> Vgg {
-        let mut model = model;
-        for (block, mask) in model.blocks.iter_mut().zip(&self.masks) {
-            block.conv.weight = mask_param(block.conv.weight.clone(), mask);
-        }
-        model
+    pub fn apply(&self, model: Network) -> Network {
+        apply_masks(model, &self.masks)
     }
 }
 
@@ -168,7 +222,7 @@ impl Compression for PruningRound {
         "unstructured"
     }
 
-    fn make_student(&self, base: &Vgg, device: &Device, _seed: u64) -> Result<Vgg> {
+    fn make_student(&self, base: &Network, device: &Device, _seed: u64) -> Result<Network> {
         prune_to(base.clone().fork(device).train(), self.target, self.scope)
     }
 
@@ -184,7 +238,7 @@ impl Compression for PruningRound {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::VggArch;
+    use crate::models::{Arch, VggArch};
 
     #[test]
     fn masking_keeps_weights_trainable_and_zeros_exact() {
@@ -194,16 +248,22 @@ mod tests {
             input_size: 8,
             ..VggArch::default()
         };
-        let model = prune_to(arch.init(&device, 0).unwrap(), 0.5, PruneScope::Global).unwrap();
+        let model = prune_to(
+            Arch::from(arch).init(&device, 0).unwrap(),
+            0.5,
+            PruneScope::Global,
+        )
+        .unwrap();
         let masks = ConvMasks::from_zeros(&model);
         let model = masks.apply(model);
-        assert!(model.blocks.iter().all(|b| b.conv.weight.is_require_grad()));
+        let vgg = model.as_vgg("test").unwrap();
+        assert!(vgg.blocks.iter().all(|b| b.conv.weight.is_require_grad()));
         assert!((sparsity(&model) - 0.5).abs() < 0.02);
         // a second backward works: no graph from the masking step is left on the weights
         for _ in 0..2 {
             let y = model.forward(Tensor::ones([2, 3, 8, 8], &device)).sum();
             let grads = y.backward();
-            assert!(model.blocks[0].conv.weight.grad(&grads).is_some());
+            assert!(vgg.blocks[0].conv.weight.grad(&grads).is_some());
         }
     }
 }

@@ -8,7 +8,7 @@ pub mod health;
 use crate::attribution::Attribution;
 use crate::data::{Dataset, SEG_IGNORE};
 use crate::metrics;
-use crate::models::Vgg;
+use crate::models::Network;
 use crate::training::Normalization;
 use anyhow::{Result, ensure};
 use burn::prelude::*;
@@ -142,7 +142,7 @@ pub struct Evaluation {
 
 /// Logits (N×K, row-major) of a network in evaluation mode.
 pub fn predict(
-    model: &Vgg,
+    model: &Network,
     data: &Dataset,
     norm: &Normalization,
     batch: usize,
@@ -175,7 +175,7 @@ fn batch_tensor(data: &Dataset, idx: &[usize], norm: &Normalization, device: &De
 }
 
 /// Median wall time in ms of one forward pass on one `side`x`side` image (after 3 warm-ups).
-pub fn latency_ms(model: &Vgg, side: usize, iterations: usize) -> Result<f64> {
+pub fn latency_ms(model: &Network, side: usize, iterations: usize) -> Result<f64> {
     let device = model.devices()[0].clone();
     let x = Tensor::<4>::zeros([1, 3, side, side], &device);
     let mut times = Vec::with_capacity(iterations);
@@ -193,7 +193,7 @@ pub fn latency_ms(model: &Vgg, side: usize, iterations: usize) -> Result<f64> {
 
 /// Attribution maps at input resolution (bilinear, raw values) for (image, class) pairs.
 pub fn attribution_maps(
-    model: &Vgg,
+    model: &Network,
     method: &dyn Attribution,
     data: &Dataset,
     norm: &Normalization,
@@ -241,7 +241,7 @@ pub type MapSet = HashMap<(usize, usize), Vec<f32>>;
 
 /// The teacher's maps for every ground-truth pair.
 pub fn reference_maps(
-    teacher: &Vgg,
+    teacher: &Network,
     method: &dyn Attribution,
     data: &Dataset,
     norm: &Normalization,
@@ -293,7 +293,7 @@ pub struct Scores {
 /// Evaluates a network (plain device) on `data`; `reference` gives the teacher's maps. Maps are
 /// computed once for every present pair and summarised under both pair protocols.
 pub fn evaluate(
-    model: &Vgg,
+    model: &Network,
     data: &Dataset,
     norm: &Normalization,
     method: &dyn Attribution,

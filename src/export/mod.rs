@@ -114,10 +114,10 @@ pub(crate) fn plain(model: &crate::models::Vgg) -> Result<(Vec<PlainBlock>, Vec<
 /// (finite means, finite non-zero standard deviations). Errors name `path`.
 pub fn check_dataset_info(
     info: &crate::explain::DatasetInfo,
-    model: &crate::models::Vgg,
+    model: &crate::models::Network,
     path: &std::path::Path,
 ) -> Result<()> {
-    let k = model.arch.num_classes;
+    let k = model.num_classes();
     anyhow::ensure!(
         info.class_names.len() == k,
         "{}: lists {} class names but the network has {k} classes",

@@ -6,13 +6,19 @@
 //! belong together: every tensor the architecture needs is in the file with its shape, and every
 //! tensor in the file is one the architecture needs. Errors name the file and the tensor.
 
+pub mod head;
+pub mod network;
+pub mod resnet;
 pub mod torchvision;
 pub mod vgg;
 
+pub use head::{HeadDropout, PiecewiseLinearHead};
+pub use network::{Arch, FAMILIES, FamilyArch, FamilyNet, Network};
+pub use resnet::{ResNet, ResNetArch};
 pub use torchvision::{
     import_torchvision_vgg, import_torchvision_vgg_new_head, torchvision_vgg_arch,
 };
-pub use vgg::{HeadDropout, LayoutItem, Vgg, VggArch, preset_layout};
+pub use vgg::{LayoutItem, Vgg, VggArch, preset_layout};
 
 use crate::util::write_atomic;
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -48,18 +54,15 @@ pub fn check_model_file(path: &Path) -> Result<()> {
 /// architecture file never describes weights that are not there. If the architecture cannot be
 /// written, the weights just written are removed again (with any older architecture file) so no
 /// half of a pair is left behind.
-pub fn save_model(model: &Vgg, path: &Path) -> Result<()> {
+pub fn save_model(model: &Network, path: &Path) -> Result<()> {
     // `valid()` first: burn's BatchNorm running statistics lag one update behind until synced,
-    // and saving the unsynced module would store stale statistics.
-    let synced = model.valid();
-    let mut store = SafetensorsStore::from_bytes(None);
-    synced
-        .save_into(&mut store)
-        .map_err(|e| anyhow!("cannot serialise model for {}: {e}", path.display()))?;
-    let bytes = store
-        .get_bytes()
-        .map_err(|e| anyhow!("cannot serialise model for {}: {e}", path.display()))?;
-    let arch_json = serde_json::to_string_pretty(&model.arch)?;
+    // and saving the unsynced module would store stale statistics. The family's own module is
+    // saved (not the enum around it), so tensor names carry no family prefix.
+    let bytes = match model.valid() {
+        Network::Vgg(n) => module_bytes(&n, path)?,
+        Network::ResNet(n) => module_bytes(&n, path)?,
+    };
+    let arch_json = serde_json::to_string_pretty(&model.arch())?;
     let ap = arch_path(path);
     write_atomic(path, &bytes)
         .with_context(|| format!("cannot save the model weights {}", path.display()))?;
@@ -77,19 +80,31 @@ pub fn save_model(model: &Vgg, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The safetensors bytes of a module (burn's tensor names).
+fn module_bytes<M: Module>(module: &M, path: &Path) -> Result<Vec<u8>> {
+    let mut store = SafetensorsStore::from_bytes(None);
+    module
+        .save_into(&mut store)
+        .map_err(|e| anyhow!("cannot serialise model for {}: {e}", path.display()))?;
+    store
+        .get_bytes()
+        .map_err(|e| anyhow!("cannot serialise model for {}: {e}", path.display()))
+}
+
 /// Parses an architecture description (the text of an `.arch.json` file) and checks it;
 /// every error names `file`.
-pub fn parse_arch(text: &str, file: &Path) -> Result<VggArch> {
-    let arch: VggArch = serde_json::from_str(text)
+pub fn parse_arch(text: &str, file: &Path) -> Result<Arch> {
+    let arch: Arch = serde_json::from_str(text)
         .with_context(|| format!("{}: not a valid architecture description", file.display()))?;
-    check_arch(&arch).with_context(|| format!("{}: invalid architecture", file.display()))?;
+    arch.validate()
+        .with_context(|| format!("{}: invalid architecture", file.display()))?;
     Ok(arch)
 }
 
 /// [`VggArch::validate`] plus the limits it does not check itself: hidden widths of at least 1,
 /// and at most 31 pools (its `1 << pools` overflows at 64, and 2^31-pixel inputs are far beyond
 /// any real network).
-fn check_arch(arch: &VggArch) -> Result<()> {
+pub(crate) fn check_vgg_arch(arch: &VggArch) -> Result<()> {
     let pools = arch
         .items()?
         .iter()
@@ -109,17 +124,24 @@ fn check_arch(arch: &VggArch) -> Result<()> {
 }
 
 /// Reads and checks the architecture file `path`, naming it in every error.
-pub fn read_arch(path: &Path) -> Result<VggArch> {
+pub fn read_arch(path: &Path) -> Result<Arch> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read architecture file {}", path.display()))?;
     parse_arch(&text, path)
+}
+
+/// Every tensor a network of architecture `arch` holds, as burn names it in a saved file, with
+/// its shape. Computed from the architecture alone, so a file can be checked before any network
+/// is allocated.
+pub fn expected_tensors(arch: &Arch) -> Result<Vec<(String, Vec<usize>)>> {
+    arch.expected_tensors()
 }
 
 /// Every tensor a [`Vgg`] of architecture `arch` holds, as burn names it in a saved file
 /// (`blocks.{i}.conv.weight`, `blocks.{i}.bn.running_var`, `hidden.{j}.weight`,
 /// `classifier.bias`, ...), with its shape. Computed from the architecture alone, so a file can
 /// be checked before any network is allocated.
-pub fn expected_tensors(arch: &VggArch) -> Result<Vec<(String, Vec<usize>)>> {
+pub(crate) fn expected_vgg_tensors(arch: &VggArch) -> Result<Vec<(String, Vec<usize>)>> {
     let mut out = Vec::new();
     let mut in_ch = 3;
     for (i, c) in arch.conv_channels()?.into_iter().enumerate() {
@@ -155,7 +177,7 @@ pub fn expected_tensors(arch: &VggArch) -> Result<Vec<(String, Vec<usize>)>> {
 /// Refused, with an error naming the file and the tensor: a tensor the architecture does not
 /// have (e.g. conv biases when `conv_bias` is false), a missing one, one of another shape, a
 /// non-float element type, and non-finite (NaN or infinite) values.
-pub fn load_model(path: &Path, device: &Device) -> Result<Vgg> {
+pub fn load_model(path: &Path, device: &Device) -> Result<Network> {
     check_model_file(path)?;
     let ap = arch_path(path);
     let arch = read_arch(&ap)?;
@@ -166,7 +188,10 @@ pub fn load_model(path: &Path, device: &Device) -> Result<Vgg> {
     let mut model = arch
         .init(device, 0)
         .with_context(|| format!("{}: cannot build the network", ap.display()))?;
-    apply_f32(&mut model, &tensors, path)?;
+    match &mut model {
+        Network::Vgg(n) => apply_f32(n, &tensors, path)?,
+        Network::ResNet(n) => apply_f32(n, &tensors, path)?,
+    }
     Ok(model)
 }
 
@@ -176,12 +201,7 @@ type F32Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 /// Reads the tensors of a saved model and checks them against `arch`: the names and shapes must
 /// be exactly [`expected_tensors`], the values floating point (converted to f32) and finite.
 /// All problems are listed in one error naming `file` (and `arch_file`).
-fn checked_tensors(
-    bytes: &[u8],
-    arch: &VggArch,
-    file: &Path,
-    arch_file: &Path,
-) -> Result<F32Tensors> {
+fn checked_tensors(bytes: &[u8], arch: &Arch, file: &Path, arch_file: &Path) -> Result<F32Tensors> {
     let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", file.display()))?;
     let expected = expected_tensors(arch)
@@ -239,7 +259,7 @@ struct Problems {
 }
 
 impl Problems {
-    fn into_result(self, file: &Path, arch_file: &Path, arch: &VggArch) -> Result<()> {
+    fn into_result(self, file: &Path, arch_file: &Path, arch: &Arch) -> Result<()> {
         let sections = [
             ("missing", self.missing.join(", ")),
             ("unexpected", self.unexpected.join(", ")),
@@ -250,14 +270,10 @@ impl Problems {
             return Ok(());
         }
         let mut msg = format!(
-            "{}: the weights do not fit the architecture in {} (layout '{}', conv_bias {}, \
-             hidden {:?}, {} classes)",
+            "{}: the weights do not fit the architecture in {} ({})",
             file.display(),
             arch_file.display(),
-            arch.layout,
-            arch.conv_bias,
-            arch.hidden,
-            arch.num_classes
+            arch.describe()
         );
         for (label, s) in sections.iter().filter(|(_, s)| !s.is_empty()) {
             msg += &format!("\n  {label}: {s}");
@@ -268,7 +284,7 @@ impl Problems {
 
 /// Loads checked f32 tensors into `model` through burn's safetensors store; every tensor of the
 /// model must be set.
-fn apply_f32(model: &mut Vgg, tensors: &F32Tensors, file: &Path) -> Result<()> {
+fn apply_f32<M: Module>(model: &mut M, tensors: &F32Tensors, file: &Path) -> Result<()> {
     let raw: Vec<(&String, &Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(n, (s, v))| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
@@ -355,7 +371,7 @@ mod tests {
                 .map(|t| (t.name.clone(), t.shape.to_vec()))
                 .collect();
             saved.sort();
-            let mut expected = expected_tensors(&arch).unwrap();
+            let mut expected = expected_tensors(&arch.clone().into()).unwrap();
             expected.sort();
             assert_eq!(expected, saved, "{arch:?}");
         }
@@ -371,8 +387,10 @@ mod tests {
             conv_bias: false,
             ..VggArch::default()
         };
-        let t: BTreeMap<String, Vec<usize>> =
-            expected_tensors(&arch).unwrap().into_iter().collect();
+        let t: BTreeMap<String, Vec<usize>> = expected_tensors(&arch.into())
+            .unwrap()
+            .into_iter()
+            .collect();
         assert_eq!(t.len(), 2 * 5 + 2);
         assert_eq!(t["blocks.1.conv.weight"], vec![2, 4, 3, 3]);
         assert_eq!(t["blocks.0.bn.running_var"], vec![4]);
@@ -395,6 +413,27 @@ mod tests {
             let e = format!("{:#}", parse_arch(text, f).unwrap_err());
             assert!(e.contains("dir/net.arch.json"), "{text}: {e}");
         }
-        assert_eq!(parse_arch("{}", f).unwrap(), VggArch::default());
+        assert_eq!(parse_arch("{}", f).unwrap(), Arch::Vgg(VggArch::default()));
+        assert_eq!(
+            parse_arch(r#"{"family": "vgg"}"#, f).unwrap(),
+            Arch::Vgg(VggArch::default())
+        );
+        assert_eq!(
+            parse_arch(r#"{"family": "resnet", "layout": "resnet18"}"#, f).unwrap(),
+            Arch::ResNet(ResNetArch {
+                layout: "resnet18".into(),
+                ..ResNetArch::default()
+            })
+        );
+        for text in [
+            r#"{"family": "alexnet"}"#,
+            r#"{"family": 3}"#,
+            r#"{"family": "resnet", "hidden": []}"#,
+            r#"{"layout": "tiny", "layout": "small"}"#,
+            r#"{"family": "resnet", "family": "vgg"}"#,
+        ] {
+            let e = format!("{:#}", parse_arch(text, f).unwrap_err());
+            assert!(e.contains("dir/net.arch.json"), "{text}: {e}");
+        }
     }
 }

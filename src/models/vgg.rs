@@ -2,6 +2,7 @@
 //! (max-pool -> dropout -> linear), plus an optional hidden MLP so that any
 //! piecewise-linear head (such as the reference fixture's) fits the same code.
 
+use super::head::{HeadDropout, HeadPooling, PiecewiseLinearHead};
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -293,140 +294,30 @@ pub struct Vgg {
     pub arch: VggArch,
 }
 
-/// Dropout masks for the head's linear layers, drawn once per step so that the forward pass
-/// and the closed-form Grad-CAM weights see the same mask (as autodiff would).
-#[derive(Clone, Debug)]
-pub struct HeadDropout {
-    /// One (N, d_in) mask per linear layer, already scaled by 1/(1-p); `None` in eval mode.
-    pub masks: Vec<Option<Tensor<2>>>,
-}
-
-impl HeadDropout {
-    /// No dropout (evaluation).
-    pub fn none(layers: usize) -> Self {
-        HeadDropout {
-            masks: vec![None; layers],
-        }
-    }
-}
-
 impl Vgg {
     /// The attribution-layer activation A (N, C, h, w): last conv block output before pool5.
     pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
         self.blocks.iter().fold(x, |x, b| b.forward(x))
     }
 
-    /// The head's pool (see [`HeadPool`]).
-    pub fn head_pool(&self, a: Tensor<4>) -> Tensor<4> {
-        let k = self.arch.head_pool_kernel(a.dims()[2]);
-        max_pool2d(a, MaxPoolOptions::new([k, k]))
-    }
-
-    /// Number of linear layers in the head.
-    pub fn head_layers(&self) -> usize {
-        self.hidden.len() + 1
-    }
-
-    /// Head without dropout: pool5 -> flatten (channel-major) -> [linear -> ReLU]* -> linear.
-    pub fn head(&self, a: Tensor<4>) -> Tensor<2> {
-        self.head_with_dropout(a, &HeadDropout::none(self.head_layers()))
-    }
-
-    /// Head with explicit dropout masks (see [`HeadDropout`]).
-    pub fn head_with_dropout(&self, a: Tensor<4>, drop: &HeadDropout) -> Tensor<2> {
-        let mut z: Tensor<2> = self.head_pool(a).flatten(1, 3);
-        for (i, lin) in self.hidden.iter().enumerate() {
-            z = relu(lin.forward(apply_mask(z, &drop.masks[i])));
+    /// The head as a [`PiecewiseLinearHead`] view: pool5 (see [`HeadPool`]), flatten, hidden
+    /// linear layers with ReLU, classifier.
+    pub fn head_view(&self) -> PiecewiseLinearHead<'_> {
+        let side = self.arch.attribution_shape().map_or(1, |(_, side)| side);
+        PiecewiseLinearHead {
+            pool: HeadPooling::Max {
+                kernel: self.arch.head_pool_kernel(side),
+            },
+            hidden: &self.hidden,
+            classifier: &self.classifier,
+            dropout: self.arch.dropout,
         }
-        self.classifier
-            .forward(apply_mask(z, &drop.masks[self.hidden.len()]))
     }
 
     /// Logits without dropout.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.head(self.features(x))
-    }
-
-    /// Input width of each head linear layer (for drawing dropout masks).
-    pub fn head_input_widths(&self) -> Vec<usize> {
-        let first = self.classifier.weight.dims()[0];
-        let mut widths: Vec<usize> = self.hidden.iter().map(|l| l.weight.dims()[0]).collect();
-        widths.push(first);
-        widths
-    }
-
-    /// Closed-form d(sum_n logit[n, t_n]) / d pool5 (N, C, h/2, w/2), written with ordinary
-    /// tracked tensor ops so a loss built on it stays differentiable with first-order autodiff.
-    /// `target` is one-hot (N, K). The head is piecewise linear: ReLU masks are constants.
-    pub fn head_grad_pooled(
-        &self,
-        a: Tensor<4>,
-        target: Tensor<2>,
-        drop: &HeadDropout,
-    ) -> Tensor<4> {
-        let [n, c, h, w] = a.dims();
-        let k = self.arch.head_pool_kernel(h);
-        let pooled: Tensor<2> = self.head_pool(a).flatten(1, 3);
-        // Forward through hidden layers, remembering each layer's ReLU mask.
-        let mut relu_masks = Vec::new();
-        let mut z = pooled;
-        for (i, lin) in self.hidden.iter().enumerate() {
-            let pre = lin.forward(apply_mask(z, &drop.masks[i]));
-            relu_masks.push(pre.clone().detach().greater_elem(0.0).float());
-            z = relu(pre);
-        }
-        // Backward: dy/dz_in = (dy/dz_out) W^T, times the dropout mask that scaled z_in.
-        let last = self.hidden.len();
-        let mut grad = apply_mask(
-            target.matmul(self.classifier.weight.val().transpose()),
-            &drop.masks[last],
-        );
-        for i in (0..last).rev() {
-            grad = grad * relu_masks[i].clone();
-            grad = apply_mask(
-                grad.matmul(self.hidden[i].weight.val().transpose()),
-                &drop.masks[i],
-            );
-        }
-        grad.reshape([n, c, h / k, w / k])
-    }
-
-    /// Closed-form Grad-CAM channel weights U (N, C): the spatial SUM of d logit_t / dA.
-    /// Max-pool routing sends each pooled gradient to exactly one position of A, so the spatial
-    /// sum over A equals the sum over pool5 and routing is not needed for the weights.
-    pub fn gradcam_weights(
-        &self,
-        a: Tensor<4>,
-        target: Tensor<2>,
-        drop: &HeadDropout,
-    ) -> Tensor<2> {
-        let g = self.head_grad_pooled(a, target, drop);
-        g.sum_dims(&[2, 3]).flatten(1, 3)
-    }
-
-    /// The full closed-form d logit_t / dA (N, C, h, w), routing pool5 gradients to the argmax
-    /// of each 2x2 window (first maximum on ties, as PyTorch and burn do).
-    pub fn head_grad(&self, a: Tensor<4>, target: Tensor<2>, drop: &HeadDropout) -> Tensor<4> {
-        let [n, c, h, w] = a.dims();
-        let k = self.arch.head_pool_kernel(h);
-        let (h2, w2) = (h / k, w / k);
-        let gp = self.head_grad_pooled(a.clone(), target, drop);
-        let (_, idx) = burn::tensor::module::max_pool2d_with_indices(
-            a.clone().detach(),
-            MaxPoolOptions::new([k, k]),
-        );
-        let up: Tensor<4> = gp
-            .reshape([n, c, h2, 1, w2, 1])
-            .expand([n, c, h2, k, w2, k])
-            .reshape([n, c, h, w]);
-        let idx_up: Tensor<4, Int> = idx
-            .reshape([n, c, h2, 1, w2, 1])
-            .expand([n, c, h2, k, w2, k])
-            .reshape([n, c, h, w]);
-        let pos: Tensor<4, Int> = Tensor::<1, Int>::arange(0..(h * w) as i64, &a.device())
-            .reshape([1, 1, h, w])
-            .expand([n, c, h, w]);
-        up * pos.equal(idx_up).float()
+        let head = self.head_view();
+        head.forward(self.features(x), &HeadDropout::none(head.layers()))
     }
 
     /// Number of trainable scalars (as PyTorch's `parameters()`: BatchNorm running statistics
@@ -465,13 +356,6 @@ impl Vgg {
             .sum::<usize>();
         let [i, o] = self.classifier.weight.dims();
         total + i * o
-    }
-}
-
-fn apply_mask(z: Tensor<2>, mask: &Option<Tensor<2>>) -> Tensor<2> {
-    match mask {
-        Some(m) => z * m.clone(),
-        None => z,
     }
 }
 

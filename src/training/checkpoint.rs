@@ -5,7 +5,7 @@
 //! stage continues exactly as an uninterrupted one would.
 
 use super::EpochRecord;
-use crate::models::{Vgg, load_model, save_model};
+use crate::models::{Network, load_model, save_model};
 use crate::util::write_atomic;
 use anyhow::{Context, Result, anyhow};
 use burn::module::{ModuleMapper, Param, ParamId};
@@ -46,7 +46,7 @@ const HISTORY_FILE: &str = "history.json";
 /// Saves the model, the optimizer's state, the per-epoch record and the number of finished
 /// epochs. The state file is written last: a checkpoint only counts once all are on disk.
 pub fn save(
-    model: &Vgg,
+    model: &Network,
     optim: &ModuleOptimizer,
     dir: &Path,
     key: &str,
@@ -81,7 +81,7 @@ pub fn save(
 /// A stage restored from its checkpoint (or fresh).
 pub struct Resumed {
     /// The network (path-derived parameter ids, see [`stable_param_ids`]).
-    pub model: Vgg,
+    pub model: Network,
     /// The optimizer, with its saved state when there is one.
     pub optim: ModuleOptimizer,
     /// One record per finished epoch.
@@ -92,7 +92,7 @@ pub struct Resumed {
 /// records if `dir` holds a checkpoint for `key`, else the given model and optimizer and no
 /// epochs.
 pub fn resume(
-    model: Vgg,
+    model: Network,
     optim: ModuleOptimizer,
     dir: &Path,
     key: &str,
@@ -199,7 +199,7 @@ fn verify_files(dir: &Path, state: &State) -> Result<()> {
 /// ...). Optimizer state is keyed by parameter id, and ids are otherwise drawn afresh whenever a
 /// network is built, so without this a resumed process could not match the saved momentum to
 /// its parameters.
-pub fn stable_param_ids(model: Vgg) -> Vgg {
+pub fn stable_param_ids(model: Network) -> Network {
     model.map(&mut PathIds { path: Vec::new() })
 }
 

@@ -5,13 +5,14 @@ use super::{
     EpochRecord, Normalization, TrainConfig, Validator, checkpoint, draw_dropout, epoch_batches,
     epoch_record, finite_loss, make_batch, progress,
 };
+use crate::attribution::closed_form::gradcam_weights;
 use crate::attribution::one_hot;
 use crate::compression::Compression;
 use crate::compression::unstructured::ConvMasks;
 use crate::data::Dataset;
 use crate::matching::{BetaScale, MapDistance, MatchInputs, Regularizer, SswaMode};
-use crate::models::vgg::HeadPool;
-use crate::models::{HeadDropout, Vgg};
+use crate::models::head::HeadPooling;
+use crate::models::{HeadDropout, Network};
 use crate::util::derive_seed;
 use anyhow::{Result, bail};
 use burn::optim::GradientsParams;
@@ -183,7 +184,7 @@ pub struct FineTuneSpec<'a> {
 /// One student of a lockstep fine-tuning run.
 pub struct StudentRun<'a> {
     /// The student, on an autodiff device.
-    pub model: Vgg,
+    pub model: Network,
     /// Its loss and settings.
     pub spec: FineTuneSpec<'a>,
     /// Its stage folder (checkpoints).
@@ -196,13 +197,13 @@ pub struct StudentRun<'a> {
 /// Fine-tunes `student` (autodiff device) against `teacher` (plain device, evaluation mode).
 /// Resumes from a checkpoint in `dir` when one matches these settings.
 pub fn fine_tune(
-    student: Vgg,
-    teacher: &Vgg,
+    student: Network,
+    teacher: &Network,
     data: &Dataset,
     norm: &Normalization,
     spec: &FineTuneSpec,
     dir: &Path,
-) -> Result<Vgg> {
+) -> Result<Network> {
     let run = StudentRun {
         model: student,
         spec: *spec,
@@ -214,11 +215,11 @@ pub fn fine_tune(
         .0)
 }
 
-fn check_compatible(student: &Vgg, teacher: &Vgg, spec: &FineTuneSpec) -> Result<()> {
+fn check_compatible(student: &Network, teacher: &Network, spec: &FineTuneSpec) -> Result<()> {
     spec.train.validate(spec.label)?;
     let (st, tt) = (
-        student.arch.attribution_shape()?,
-        teacher.arch.attribution_shape()?,
+        student.arch().attribution_shape()?,
+        teacher.arch().attribution_shape()?,
     );
     if st.1 != tt.1 {
         bail!(
@@ -228,11 +229,17 @@ fn check_compatible(student: &Vgg, teacher: &Vgg, spec: &FineTuneSpec) -> Result
             tt.1
         );
     }
+    let pooled_side = |net: &Network, side: usize| match net.head().pool {
+        HeadPooling::Max { kernel } => side / kernel.max(1),
+        HeadPooling::GlobalAverage => 1,
+    };
     if spec.matching.layer == MatchLayer::Pool5
-        && (student.arch.head_pool != HeadPool::Max2 || teacher.arch.head_pool != HeadPool::Max2)
+        && (pooled_side(student, st.1) != pooled_side(teacher, tt.1)
+            || pooled_side(student, st.1) < 2)
     {
         bail!(
-            "{}: matching at pool5 needs the max2 head pool (a global pool leaves a 1x1 map)",
+            "{}: matching at pool5 needs both heads to pool to the same map of at least 2x2 \
+             (the max2 head pool; a global pool leaves a 1x1 map)",
             spec.label
         );
     }
@@ -246,17 +253,17 @@ fn check_compatible(student: &Vgg, teacher: &Vgg, spec: &FineTuneSpec) -> Result
 /// per-epoch record (validated by `validate` when given).
 pub fn fine_tune_lockstep(
     runs: Vec<StudentRun>,
-    teacher: &Vgg,
+    teacher: &Network,
     data: &Dataset,
     norm: &Normalization,
     validate: Option<&Validator>,
-) -> Result<Vec<(Vgg, Vec<EpochRecord>)>> {
+) -> Result<Vec<(Network, Vec<EpochRecord>)>> {
     let Some(first) = runs.first() else {
         return Ok(Vec::new());
     };
     let (cfg, seed) = (first.spec.train, first.spec.seed);
     let device = first.model.devices()[0].clone();
-    let k = teacher.arch.num_classes;
+    let k = teacher.num_classes();
     let mut states = Vec::new();
     for run in runs {
         check_compatible(&run.model, teacher, &run.spec)?;
@@ -269,7 +276,7 @@ pub fn fine_tune_lockstep(
         let key = checkpoint::stage_key(&(
             cfg,
             seed,
-            &run.model.arch,
+            &run.model.arch(),
             run.spec.compression.name(),
             run.spec.regularizer.name(),
             run.spec.beta,
@@ -326,7 +333,7 @@ pub fn fine_tune_lockstep(
             let (x, y) = make_batch(data, idx, norm, aug, &mut data_rng, &device);
             // Teacher: evaluation mode on the plain device, constants for the students' losses.
             let t_feat = teacher.features(x.clone().inner());
-            let t_logits = teacher.head(t_feat.clone());
+            let t_logits = teacher.head_logits(t_feat.clone());
             let t_vals: Vec<f32> = t_logits
                 .to_data()
                 .try_to_vec::<f32>()
@@ -375,7 +382,7 @@ pub fn fine_tune_lockstep(
 }
 
 struct State<'a> {
-    model: Vgg,
+    model: Network,
     done: usize,
     history: Vec<EpochRecord>,
     key: String,
@@ -397,7 +404,7 @@ struct Batch<'b> {
 #[allow(clippy::too_many_arguments)]
 fn student_step(
     st: &mut State,
-    teacher: &Vgg,
+    teacher: &Network,
     b: &Batch,
     k: usize,
     lr: f64,
@@ -409,7 +416,7 @@ fn student_step(
     let device = b.x.device();
     let drop = draw_dropout(&st.model, b.x.dims()[0], rng, &device);
     let s_feat = st.model.features(b.x.clone());
-    let s_logits = st.model.head_with_dropout(s_feat.clone(), &drop);
+    let s_logits = st.model.head().forward(s_feat.clone(), &drop);
     let task = spec
         .compression
         .task_loss(s_logits, b.t_logits.clone(), b.y.clone());
@@ -455,8 +462,8 @@ pub fn beta_ramp(warmup_epochs: f64, step: usize, steps_per_epoch: usize) -> f64
 /// The un-scaled matching loss of one batch, or None for `none`.
 #[allow(clippy::too_many_arguments)]
 fn matching_term(
-    student: &Vgg,
-    teacher: &Vgg,
+    student: &Network,
+    teacher: &Network,
     s_feat: Tensor<4>,
     t_feat: Tensor<4>,
     t_logits: &[f32],
@@ -474,11 +481,18 @@ fn matching_term(
     let t_a = select_rows(t_feat, &idx.clone().inner());
     let (s_w, t_w) = if spec.regularizer.needs_weights() {
         let target = one_hot(&classes, k, &device);
-        let s_w = student.gradcam_weights(s_a.clone(), target.clone(), &select_dropout(drop, &idx));
-        let t_w = teacher.gradcam_weights(
+        let s_w = gradcam_weights(
+            &student.head(),
+            s_a.clone(),
+            target.clone(),
+            &select_dropout(drop, &idx),
+        );
+        let t_head = teacher.head();
+        let t_w = gradcam_weights(
+            &t_head,
             t_a.clone(),
             target.inner(),
-            &HeadDropout::none(teacher.head_layers()),
+            &HeadDropout::none(t_head.layers()),
         );
         (s_w, t_w)
     } else {
@@ -487,7 +501,7 @@ fn matching_term(
     };
     let (s_f, t_f) = match spec.matching.layer {
         MatchLayer::LastConv => (s_a, t_a),
-        MatchLayer::Pool5 => (student.head_pool(s_a), teacher.head_pool(t_a)),
+        MatchLayer::Pool5 => (student.head().pool(s_a), teacher.head().pool(t_a)),
     };
     let inputs = MatchInputs {
         student_features: s_f,

@@ -15,7 +15,7 @@ pub use schedule::Schedule;
 
 use crate::compression::bce_with_logits;
 use crate::data::Dataset;
-use crate::models::{HeadDropout, Vgg};
+use crate::models::{HeadDropout, Network};
 use crate::util::derive_seed;
 use anyhow::{Result, bail};
 use burn::optim::decay::WeightDecayConfig;
@@ -66,14 +66,14 @@ pub struct ValScores {
 
 /// Scores a network (on the autodiff device) on the validation split after each epoch; the
 /// experiment supplies it, so training needs no evaluation code.
-pub type Validator<'a> = dyn Fn(&Vgg) -> Result<ValScores> + 'a;
+pub type Validator<'a> = dyn Fn(&Network) -> Result<ValScores> + 'a;
 
 /// The record of a finished epoch; validation scores are NaN without a validator.
 pub fn epoch_record(
     epoch: usize,
     task_loss: f64,
     match_loss: Option<f64>,
-    model: &Vgg,
+    model: &Network,
     validate: Option<&Validator>,
 ) -> Result<EpochRecord> {
     let nan = ValScores {
@@ -304,18 +304,19 @@ pub fn epoch_batches(n: usize, batch: usize, seed: u64, epoch: usize) -> Vec<Vec
 
 /// Draws inverted-dropout masks for a model's head layers (None when p = 0).
 pub fn draw_dropout(
-    model: &Vgg,
+    model: &Network,
     batch: usize,
     rng: &mut ChaCha8Rng,
     device: &Device,
 ) -> HeadDropout {
-    let p = model.arch.dropout;
+    let head = model.head();
+    let p = head.dropout;
     if p <= 0.0 {
-        return HeadDropout::none(model.head_layers());
+        return HeadDropout::none(head.layers());
     }
     let scale = (1.0 / (1.0 - p)) as f32;
-    let masks = model
-        .head_input_widths()
+    let masks = head
+        .input_widths()
         .into_iter()
         .map(|d| {
             let v: Vec<f32> = (0..batch * d)
@@ -384,30 +385,30 @@ pub struct Stage<'a> {
 /// in `dir` if one matches `key`. `model` must live on an autodiff device. Returns the network
 /// and its per-epoch record.
 pub fn train_supervised(
-    model: Vgg,
+    model: Network,
     data: &Dataset,
     norm: &Normalization,
     cfg: &TrainConfig,
     seed: u64,
     stage: &Stage,
-) -> Result<(Vgg, Vec<EpochRecord>)> {
+) -> Result<(Network, Vec<EpochRecord>)> {
     train_supervised_until(model, data, norm, cfg, seed, stage, usize::MAX)
 }
 
 /// [`train_supervised`] that stops (as if interrupted) once `stop_after` epochs are done.
 fn train_supervised_until(
-    model: Vgg,
+    model: Network,
     data: &Dataset,
     norm: &Normalization,
     cfg: &TrainConfig,
     seed: u64,
     stage: &Stage,
     stop_after: usize,
-) -> Result<(Vgg, Vec<EpochRecord>)> {
+) -> Result<(Network, Vec<EpochRecord>)> {
     let (dir, label) = (stage.dir, stage.label);
     cfg.validate(label)?;
     let device = model.devices()[0].clone();
-    let key = checkpoint::stage_key(&(cfg, seed, &model.arch, "supervised", stage.upstream));
+    let key = checkpoint::stage_key(&(cfg, seed, &model.arch(), "supervised", stage.upstream));
     let resumed = checkpoint::resume(model, cfg.optimizer(), dir, &key, &device)?;
     let (mut model, mut optim, mut history) = (resumed.model, resumed.optim, resumed.history);
     let start = history.len();
@@ -433,7 +434,7 @@ fn train_supervised_until(
             let lr = cfg.lr_at(epoch * steps_per_epoch + step, steps_per_epoch, total);
             let (x, y) = make_batch(data, idx, norm, cfg.augmenter(), &mut rng, &device);
             let drop = draw_dropout(&model, idx.len(), &mut rng, &device);
-            let logits = model.head_with_dropout(model.features(x), &drop);
+            let logits = model.head().forward(model.features(x), &drop);
             let loss = bce_with_logits(logits, y);
             sum += finite_loss(&loss, label, epoch, step)?;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -496,8 +497,10 @@ mod tests {
             .unwrap()[0]
     }
 
-    fn classifier_weights(model: &Vgg) -> Vec<f32> {
+    fn classifier_weights(model: &Network) -> Vec<f32> {
         model
+            .as_vgg("test")
+            .unwrap()
             .classifier
             .weight
             .val()
@@ -539,7 +542,7 @@ mod tests {
         };
         let root = std::env::temp_dir().join(format!("faithful-resume-{}", std::process::id()));
         let run = |dir: &str, stop: usize| {
-            let model = arch.init(&device, 7).unwrap();
+            let model: Network = arch.init(&device, 7).unwrap().into();
             let dir = root.join(dir);
             let stage = Stage {
                 dir: &dir,
@@ -562,7 +565,7 @@ mod tests {
         // A missing optimizer state is an error naming the file, not a silent restart
         // without momentum; so are a truncated model file and a hand-edited epoch count.
         let try_run = |dir: &str| {
-            let model = arch.init(&device, 7).unwrap();
+            let model: Network = arch.init(&device, 7).unwrap().into();
             let dir = root.join(dir);
             let stage = Stage {
                 dir: &dir,

@@ -1,0 +1,415 @@
+//! ResNet family (He et al. 2016) with BasicBlocks, as torchvision's resnet18/resnet34, plus a
+//! small CPU-sized layout; all with a width divisor. The attribution layer is the last stage's
+//! output (torchvision's `layer4`), the head a global average pool and one linear layer, so the
+//! closed-form Grad-CAM applies.
+//!
+//! Tensor names follow torchvision's modules (`conv1`, `bn1`, `layers.{s}.{b}.conv1`,
+//! `layers.{s}.{b}.downsample_conv`, `fc`), with torchvision's `layer1..layer4` as `layers.0..3`.
+
+use super::head::{HeadPooling, PiecewiseLinearHead};
+use anyhow::{Context, Result, bail, ensure};
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::relu;
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
+use serde::{Deserialize, Serialize};
+
+/// The first layers, before the residual stages.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stem {
+    /// torchvision's: 7x7 conv stride 2, BN, ReLU, 3x3 max-pool stride 2 (input / 4).
+    Imagenet,
+    /// For small inputs (CIFAR-style): one 3x3 conv stride 1, BN, ReLU.
+    #[default]
+    Small,
+}
+
+/// Architecture of a [`ResNet`]; saved next to every model so it can be rebuilt.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResNetArch {
+    /// Blocks per stage: a preset (`resnet18` = 2,2,2,2; `resnet34` = 3,4,6,3; `small` =
+    /// 1,1,1,1) or a list like `2,2`. Stage s has `base_width * 2^s` channels (before the
+    /// divisor); every stage after the first halves the resolution.
+    pub layout: String,
+    /// The stem.
+    pub stem: Stem,
+    /// Channels of the stem and the first stage (torchvision: 64).
+    pub base_width: usize,
+    /// Every conv layer's channel count is divided by this.
+    pub width_divisor: usize,
+    /// Number of output classes.
+    pub num_classes: usize,
+    /// Input side length in pixels (square inputs).
+    pub input_size: usize,
+    /// Dropout probability before the linear head (torchvision: none).
+    pub dropout: f64,
+}
+
+impl Default for ResNetArch {
+    fn default() -> Self {
+        ResNetArch {
+            layout: "small".into(),
+            stem: Stem::Small,
+            base_width: 16,
+            width_divisor: 1,
+            num_classes: 10,
+            input_size: 64,
+            dropout: 0.0,
+        }
+    }
+}
+
+impl ResNetArch {
+    /// torchvision's `resnet18` / `resnet34` for `num_classes` classes at 224 px.
+    pub fn torchvision(name: &str, num_classes: usize) -> Result<Self> {
+        ensure!(
+            matches!(name, "resnet18" | "resnet34"),
+            "unknown torchvision ResNet '{name}' (known: resnet18, resnet34)"
+        );
+        Ok(ResNetArch {
+            layout: name.into(),
+            stem: Stem::Imagenet,
+            base_width: 64,
+            width_divisor: 1,
+            num_classes,
+            input_size: 224,
+            dropout: 0.0,
+        })
+    }
+
+    /// Blocks per stage.
+    pub fn blocks(&self) -> Result<Vec<usize>> {
+        let text = match self.layout.as_str() {
+            "resnet18" => "2,2,2,2",
+            "resnet34" => "3,4,6,3",
+            "small" => "1,1,1,1",
+            other => other,
+        };
+        let blocks = text
+            .split(',')
+            .map(|t| {
+                t.trim().parse::<usize>().with_context(|| {
+                    format!(
+                        "ResNet layout '{}': '{t}' is not a block count \
+                         (presets: resnet18, resnet34, small)",
+                        self.layout
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        ensure!(
+            !blocks.is_empty()
+                && blocks.len() <= 8
+                && blocks.iter().all(|&b| (1..=64).contains(&b)),
+            "ResNet layout '{}' needs 1 to 8 stages of 1 to 64 blocks each",
+            self.layout
+        );
+        Ok(blocks)
+    }
+
+    /// Output channels of stage `s` (after the divisor).
+    pub fn stage_width(&self, s: usize) -> usize {
+        (self.base_width << s) / self.width_divisor.max(1)
+    }
+
+    /// Checks the architecture before anything is built.
+    pub fn validate(&self) -> Result<()> {
+        let blocks = self.blocks()?;
+        ensure!(self.num_classes >= 1, "num_classes must be at least 1");
+        ensure!(self.width_divisor >= 1, "width_divisor must be at least 1");
+        ensure!(
+            self.base_width >= self.width_divisor && self.base_width <= 4096,
+            "base_width {} must be in width_divisor ({}) ..= 4096",
+            self.base_width,
+            self.width_divisor
+        );
+        ensure!(
+            (0.0..1.0).contains(&self.dropout),
+            "dropout must be in [0, 1), got {}",
+            self.dropout
+        );
+        ensure!(
+            (1..=8192).contains(&self.input_size),
+            "input_size must be in 1..=8192, got {}",
+            self.input_size
+        );
+        let side = self.attribution_side_for(blocks.len());
+        if side == 0 {
+            bail!(
+                "input_size {} is too small for {} stages with the {:?} stem",
+                self.input_size,
+                blocks.len(),
+                self.stem
+            );
+        }
+        Ok(())
+    }
+
+    fn attribution_side_for(&self, stages: usize) -> usize {
+        let mut side = self.input_size;
+        if self.stem == Stem::Imagenet {
+            side = conv_out(side, 7, 2, 3);
+            side = conv_out(side, 3, 2, 1);
+        }
+        for _ in 1..stages {
+            side = conv_out(side, 3, 2, 1);
+        }
+        side
+    }
+
+    /// (channels, side) of the attribution layer.
+    pub fn attribution_shape(&self) -> Result<(usize, usize)> {
+        let stages = self.blocks()?.len();
+        Ok((
+            self.stage_width(stages - 1),
+            self.attribution_side_for(stages),
+        ))
+    }
+
+    /// Builds a freshly initialised network with burn's initialisers, seeded (see
+    /// [`crate::util::with_burn_rng`]).
+    pub fn init(&self, device: &Device, seed: u64) -> Result<ResNet> {
+        self.validate()?;
+        crate::util::with_burn_rng(device, seed, || {
+            let model = self.init_unlocked(device)?;
+            crate::util::materialize_params(&model);
+            Ok(model)
+        })
+    }
+
+    fn init_unlocked(&self, device: &Device) -> Result<ResNet> {
+        let blocks = self.blocks()?;
+        let stem_width = self.stage_width(0);
+        let (k, s, p) = match self.stem {
+            Stem::Imagenet => (7, 2, 3),
+            Stem::Small => (3, 1, 1),
+        };
+        let conv1 = conv(3, stem_width, k, s, p, device);
+        let bn1 = BatchNormConfig::new(stem_width).init(device);
+        let mut in_ch = stem_width;
+        let mut layers = Vec::new();
+        for (stage, &count) in blocks.iter().enumerate() {
+            let out = self.stage_width(stage);
+            let mut stage_blocks = Vec::new();
+            for b in 0..count {
+                let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+                stage_blocks.push(BasicBlock::new(in_ch, out, stride, device));
+                in_ch = out;
+            }
+            layers.push(stage_blocks);
+        }
+        let fc = LinearConfig::new(in_ch, self.num_classes).init(device);
+        Ok(ResNet {
+            conv1,
+            bn1,
+            layers,
+            fc,
+            arch: self.clone(),
+        })
+    }
+
+    /// Every tensor a [`ResNet`] of this architecture holds, as burn names it in a saved file,
+    /// with its shape; computed from the architecture alone.
+    pub fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        self.validate()?;
+        let mut out = Vec::new();
+        let bn = |out: &mut Vec<(String, Vec<usize>)>, name: &str, c: usize| {
+            for t in ["gamma", "beta", "running_mean", "running_var"] {
+                out.push((format!("{name}.{t}"), vec![c]));
+            }
+        };
+        let stem_width = self.stage_width(0);
+        let k = if self.stem == Stem::Imagenet { 7 } else { 3 };
+        out.push(("conv1.weight".into(), vec![stem_width, 3, k, k]));
+        bn(&mut out, "bn1", stem_width);
+        let mut in_ch = stem_width;
+        for (stage, &count) in self.blocks()?.iter().enumerate() {
+            let c = self.stage_width(stage);
+            for b in 0..count {
+                let p = format!("layers.{stage}.{b}");
+                out.push((format!("{p}.conv1.weight"), vec![c, in_ch, 3, 3]));
+                bn(&mut out, &format!("{p}.bn1"), c);
+                out.push((format!("{p}.conv2.weight"), vec![c, c, 3, 3]));
+                bn(&mut out, &format!("{p}.bn2"), c);
+                let stride = if stage > 0 && b == 0 { 2 } else { 1 };
+                if stride != 1 || in_ch != c {
+                    out.push((format!("{p}.downsample_conv.weight"), vec![c, in_ch, 1, 1]));
+                    bn(&mut out, &format!("{p}.downsample_bn"), c);
+                }
+                in_ch = c;
+            }
+        }
+        out.push(("fc.weight".into(), vec![in_ch, self.num_classes]));
+        out.push(("fc.bias".into(), vec![self.num_classes]));
+        Ok(out)
+    }
+}
+
+/// Output side of a convolution or pool.
+fn conv_out(side: usize, kernel: usize, stride: usize, padding: usize) -> usize {
+    (side + 2 * padding)
+        .checked_sub(kernel)
+        .map_or(0, |d| d / stride + 1)
+}
+
+fn conv(
+    in_ch: usize,
+    out_ch: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    device: &Device,
+) -> Conv2d {
+    Conv2dConfig::new([in_ch, out_ch], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(
+            padding, padding, padding, padding,
+        ))
+        .with_bias(false)
+        .init(device)
+}
+
+/// conv3x3 -> BN -> ReLU -> conv3x3 -> BN, plus the shortcut (identity, or conv1x1 -> BN when
+/// the shape changes), then ReLU.
+#[derive(Module, Debug)]
+pub struct BasicBlock {
+    /// First 3x3 convolution (carries the stride).
+    pub conv1: Conv2d,
+    /// Its BatchNorm.
+    pub bn1: BatchNorm,
+    /// Second 3x3 convolution.
+    pub conv2: Conv2d,
+    /// Its BatchNorm.
+    pub bn2: BatchNorm,
+    /// Projection shortcut, when stride or width change.
+    pub downsample_conv: Option<Conv2d>,
+    /// Its BatchNorm.
+    pub downsample_bn: Option<BatchNorm>,
+}
+
+impl BasicBlock {
+    fn new(in_ch: usize, out: usize, stride: usize, device: &Device) -> Self {
+        let project = stride != 1 || in_ch != out;
+        BasicBlock {
+            conv1: conv(in_ch, out, 3, stride, 1, device),
+            bn1: BatchNormConfig::new(out).init(device),
+            conv2: conv(out, out, 3, 1, 1, device),
+            bn2: BatchNormConfig::new(out).init(device),
+            downsample_conv: project.then(|| conv(in_ch, out, 1, stride, 0, device)),
+            downsample_bn: project.then(|| BatchNormConfig::new(out).init(device)),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = relu(self.bn1.forward(self.conv1.forward(x.clone())));
+        let y = self.bn2.forward(self.conv2.forward(y));
+        let shortcut = match (&self.downsample_conv, &self.downsample_bn) {
+            (Some(c), Some(b)) => b.forward(c.forward(x)),
+            _ => x,
+        };
+        relu(y + shortcut)
+    }
+
+    fn convs(&self) -> impl Iterator<Item = &Conv2d> {
+        [&self.conv1, &self.conv2]
+            .into_iter()
+            .chain(self.downsample_conv.as_ref())
+    }
+}
+
+/// A ResNet: stem, residual stages (features) and a global-average-pool + linear head.
+#[derive(Module, Debug)]
+pub struct ResNet {
+    /// Stem convolution.
+    pub conv1: Conv2d,
+    /// Stem BatchNorm.
+    pub bn1: BatchNorm,
+    /// Residual stages, each a list of blocks.
+    pub layers: Vec<Vec<BasicBlock>>,
+    /// The linear head.
+    pub fc: Linear,
+    /// The architecture this network was built from.
+    #[module(skip)]
+    pub arch: ResNetArch,
+}
+
+impl ResNet {
+    /// The attribution-layer activation A (N, C, h, w): the last stage's output.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut x = relu(self.bn1.forward(self.conv1.forward(x)));
+        if self.arch.stem == Stem::Imagenet {
+            x = max_pool2d(
+                x,
+                MaxPoolOptions::new([3, 3])
+                    .with_stride([2, 2])
+                    .with_padding([1, 1]),
+            );
+        }
+        self.layers.iter().flatten().fold(x, |x, b| b.forward(x))
+    }
+
+    /// The head: global average pool, dropout, linear.
+    pub fn head(&self) -> PiecewiseLinearHead<'_> {
+        PiecewiseLinearHead {
+            pool: HeadPooling::GlobalAverage,
+            hidden: &[],
+            classifier: &self.fc,
+            dropout: self.arch.dropout,
+        }
+    }
+
+    /// Number of trainable scalars (BatchNorm running statistics are buffers, not counted).
+    pub fn params(&self) -> usize {
+        let bn = |b: &BatchNorm| 2 * b.gamma.dims()[0];
+        let convs: usize = self
+            .convs()
+            .map(|c| c.weight.dims().iter().product::<usize>())
+            .sum();
+        let bns: usize = bn(&self.bn1)
+            + self
+                .layers
+                .iter()
+                .flatten()
+                .map(|b| bn(&b.bn1) + bn(&b.bn2) + b.downsample_bn.as_ref().map_or(0, bn))
+                .sum::<usize>();
+        convs + bns + self.head().params()
+    }
+
+    fn convs(&self) -> impl Iterator<Item = &Conv2d> {
+        std::iter::once(&self.conv1).chain(self.layers.iter().flatten().flat_map(|b| b.convs()))
+    }
+
+    /// Multiply-accumulate operations of one forward pass on one image (convolutions and the
+    /// linear head).
+    pub fn macs(&self) -> usize {
+        let mut side = self.arch.input_size;
+        let [o, i, k, _] = self.conv1.weight.dims();
+        let stride = if self.arch.stem == Stem::Imagenet {
+            2
+        } else {
+            1
+        };
+        side = conv_out(side, k, stride, k / 2);
+        let mut total = o * i * k * k * side * side;
+        if self.arch.stem == Stem::Imagenet {
+            side = conv_out(side, 3, 2, 1);
+        }
+        for (s, stage) in self.layers.iter().enumerate() {
+            for (b, block) in stage.iter().enumerate() {
+                if s > 0 && b == 0 {
+                    side = conv_out(side, 3, 2, 1);
+                }
+                for c in block.convs() {
+                    let [o, i, kh, kw] = c.weight.dims();
+                    total += o * i * kh * kw * side * side;
+                }
+            }
+        }
+        total + self.head().macs()
+    }
+}
