@@ -305,11 +305,17 @@ fn first_duplicate<T: PartialEq + std::fmt::Display>(items: &[T]) -> Option<&T> 
         .map(|(_, x)| x)
 }
 
-/// Deep-merges `over` into `base`: tables merge key by key, anything else is replaced.
+/// Deep-merges `over` into `base`: tables merge key by key, anything else is replaced. A table
+/// that names another network `family` than the base's replaces it whole: a ResNet does not
+/// inherit the default VGG's settings.
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (key, value) in over {
         match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (Some(toml::Value::Table(b)), toml::Value::Table(o))
+                if o.get("family").is_none_or(|f| b.get("family") == Some(f)) =>
+            {
+                merge(b, o)
+            }
             (_, v) => {
                 base.insert(key, v);
             }
@@ -320,6 +326,27 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_teacher_of_another_family_does_not_inherit_the_default_vgg_settings() {
+        let cfg = ExperimentConfig::from_toml(
+            "[teacher.arch]\nfamily = \"resnet\"\nlayout = \"1,1,1\"\nbase_width = 8\n",
+        )
+        .unwrap();
+        let Arch::ResNet(arch) = &cfg.teacher.arch else {
+            panic!("expected a resnet, got {:?}", cfg.teacher.arch)
+        };
+        assert_eq!((arch.layout.as_str(), arch.base_width), ("1,1,1", 8));
+        cfg.validate().unwrap();
+        // a VGG table without a family still merges into the default
+        let cfg = ExperimentConfig::from_toml("[teacher.arch]\nwidth_divisor = 2\n").unwrap();
+        assert_eq!(cfg.teacher.arch.width_divisor(), 2);
+        assert_eq!(cfg.teacher.arch.layout_name(), "small");
+        // and a saved resnet config reloads exactly
+        let resnet = ExperimentConfig::from_toml("[teacher.arch]\nfamily = \"resnet\"\n").unwrap();
+        let again = ExperimentConfig::from_toml(&resnet.to_toml().unwrap()).unwrap();
+        assert_eq!(again, resnet);
+    }
 
     #[test]
     fn presets_validate_and_round_trip_through_toml() {

@@ -58,6 +58,9 @@ pub trait FamilyArch: Clone + Serialize + for<'de> Deserialize<'de> {
     fn describe(&self) -> String;
     /// The layout's name in result tables (e.g. `small`, `resnet18`).
     fn layout_name(&self) -> String;
+    /// A test-sized architecture of this family (milliseconds per step on a CPU), so tests that
+    /// loop over [`Arch::tiny_examples`] cover a new family by its being listed.
+    fn tiny(num_classes: usize, input_size: usize) -> Self;
 }
 
 /// Defines [`Network`], [`Arch`] and their dispatch from one list of families.
@@ -112,6 +115,11 @@ macro_rules! families {
         }
 
         impl Arch {
+            /// One test-sized architecture per family, in registry order.
+            pub fn tiny_examples(num_classes: usize, input_size: usize) -> Vec<Arch> {
+                vec![$(Arch::$variant(<$arch as FamilyArch>::tiny(num_classes, input_size)),)+]
+            }
+
             /// The family's name (`vgg`, `resnet`).
             pub fn family(&self) -> &'static str {
                 match self { $(Arch::$variant(_) => $name,)+ }
@@ -416,6 +424,14 @@ impl FamilyArch for VggArch {
     fn layout_name(&self) -> String {
         self.layout.clone()
     }
+    fn tiny(num_classes: usize, input_size: usize) -> Self {
+        VggArch {
+            layout: "4,M,8,M".into(),
+            num_classes,
+            input_size,
+            ..VggArch::default()
+        }
+    }
 }
 
 impl FamilyArch for ResNetArch {
@@ -468,6 +484,17 @@ impl FamilyArch for ResNetArch {
             self.layout.clone()
         } else {
             format!("resnet-{}", self.layout)
+        }
+    }
+    fn tiny(num_classes: usize, input_size: usize) -> Self {
+        // two stages, the second with a projection shortcut: every kind of block is exercised
+        ResNetArch {
+            layout: "1,1".into(),
+            base_width: 4,
+            num_classes,
+            input_size,
+            dropout: 0.5,
+            ..ResNetArch::default()
         }
     }
 }

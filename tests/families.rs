@@ -1,0 +1,213 @@
+//! Every network family through every stage that works on the network abstraction: these tests
+//! loop over `Arch::tiny_examples`, so a family is tested by being added to the registry.
+
+use burn::module::Module;
+use burn::prelude::*;
+use burn::store::ModuleSnapshot;
+use faithful::compression::Compression;
+use faithful::compression::kd::Distillation;
+use faithful::compression::unstructured::{ConvMasks, PruneScope, prune_to, sparsity};
+use faithful::data::synthetic::{SyntheticConfig, generate};
+use faithful::matching;
+use faithful::models::resnet::Stem;
+use faithful::models::{Arch, FAMILIES, Network, ResNetArch, load_model, save_model};
+use faithful::training::{
+    FineTuneSpec, MatchConfig, Normalization, StudentRun, TrainConfig, fine_tune_lockstep,
+};
+
+fn tmp(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("faithful-families-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn logits(net: &Network, side: usize) -> Vec<f32> {
+    let device = net.devices()[0].clone();
+    let x: Vec<f32> = (0..2 * 3 * side * side)
+        .map(|i| ((i * 13) % 29) as f32 / 29.0 - 0.5)
+        .collect();
+    net.forward(Tensor::from_data(
+        TensorData::new(x, [2, 3, side, side]),
+        &device,
+    ))
+    .into_data()
+    .try_to_vec::<f32>()
+    .unwrap()
+}
+
+#[test]
+fn every_family_is_listed_with_a_tiny_example() {
+    let examples = Arch::tiny_examples(3, 16);
+    assert_eq!(examples.len(), FAMILIES.len());
+    for (arch, name) in examples.iter().zip(FAMILIES) {
+        assert_eq!(arch.family(), *name);
+        arch.validate().unwrap();
+    }
+}
+
+#[test]
+fn expected_tensors_are_the_ones_burn_saves_for_every_family() {
+    let device = Device::flex();
+    let mut archs = Arch::tiny_examples(3, 16);
+    // the torchvision stem too (7x7 conv, max-pool)
+    archs.push(
+        ResNetArch {
+            layout: "2,1".into(),
+            stem: Stem::Imagenet,
+            base_width: 4,
+            num_classes: 3,
+            input_size: 32,
+            ..ResNetArch::default()
+        }
+        .into(),
+    );
+    for arch in archs {
+        let net = arch.init(&device, 0).unwrap();
+        let mut saved: Vec<(String, Vec<usize>)> = match &net {
+            Network::Vgg(n) => n.collect(None, None, false),
+            Network::ResNet(n) => n.collect(None, None, false),
+        }
+        .into_iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect();
+        saved.sort();
+        let mut expected = arch.expected_tensors().unwrap();
+        expected.sort();
+        assert_eq!(expected, saved, "{}", arch.describe());
+    }
+}
+
+#[test]
+fn every_family_saves_and_loads_to_the_same_predictions() {
+    let device = Device::flex();
+    let dir = tmp("save");
+    for arch in Arch::tiny_examples(3, 16) {
+        let net = arch.init(&device, 4).unwrap();
+        let path = dir.join(format!("{}.safetensors", arch.family()));
+        save_model(&net, &path).unwrap();
+        let loaded = load_model(&path, &device).unwrap();
+        assert_eq!(loaded.arch(), arch);
+        assert_eq!(logits(&loaded, 16), logits(&net, 16), "{}", arch.family());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Hand count of a ResNet "1,1" with base width 4, 3 classes, small stem, on 16x16 inputs:
+/// stem conv 4*3*9 + BN 2*4; stage 0 (4->4, identity): 2 convs 4*4*9 + 2 BN 2*4;
+/// stage 1 (4->8, stride 2, projection): conv 8*4*9 + conv 8*8*9 + 1x1 8*4 + 3 BN 2*8;
+/// fc 8*3 + 3.
+#[test]
+fn resnet_parameter_and_mac_counts_match_a_hand_count() {
+    let arch = ResNetArch {
+        layout: "1,1".into(),
+        base_width: 4,
+        num_classes: 3,
+        input_size: 16,
+        ..ResNetArch::default()
+    };
+    let net = arch.init(&Device::flex(), 0).unwrap();
+    let params = (4 * 3 * 9 + 8)
+        + 2 * (4 * 4 * 9 + 8)
+        + (8 * 4 * 9 + 8 * 8 * 9 + 8 * 4 + 3 * 16)
+        + (8 * 3 + 3);
+    assert_eq!(net.params(), params);
+    // convs at 16x16 (stem, stage 0) and 8x8 (stage 1), then the linear head
+    let macs =
+        16 * 16 * (4 * 3 * 9 + 2 * 4 * 4 * 9) + 8 * 8 * (8 * 4 * 9 + 8 * 8 * 9 + 8 * 4) + 8 * 3;
+    assert_eq!(net.macs(), macs);
+    assert_eq!(arch.attribution_shape().unwrap(), (8, 8));
+}
+
+/// Unstructured pruning finds every conv kernel of any family (including ResNet's projection
+/// shortcuts) and keeps the pruned weights at zero; the masks reproduce the pruned network.
+#[test]
+fn unstructured_pruning_works_on_every_family() {
+    let device = Device::flex();
+    for arch in Arch::tiny_examples(3, 16) {
+        let net = arch.init(&device, 1).unwrap();
+        let pruned = prune_to(net.clone(), 0.5, PruneScope::Global).unwrap();
+        let s = sparsity(&pruned);
+        assert!((s - 0.5).abs() < 0.01, "{}: sparsity {s}", arch.family());
+        let masked = ConvMasks::from_zeros(&pruned).apply(net);
+        assert_eq!(
+            logits(&masked, 16),
+            logits(&pruned, 16),
+            "{}",
+            arch.family()
+        );
+    }
+}
+
+/// A KD student of every family fine-tunes with every regularizer: finite losses, weights that
+/// move, and the student is thinner than its teacher.
+#[test]
+fn every_family_distils_with_every_regularizer() {
+    let data = generate(&SyntheticConfig {
+        size: 32,
+        num_classes: 3,
+        n_train: 16,
+        n_val: 1,
+        n_test: 1,
+        ..SyntheticConfig::default()
+    })
+    .unwrap()
+    .train;
+    let norm = Normalization::of(&data);
+    let ad = Device::flex().autodiff();
+    let kd = Distillation {
+        width_divisor: 2,
+        ..Distillation::default()
+    };
+    let train = TrainConfig {
+        epochs: 1,
+        batch_size: 8,
+        lr: 0.05,
+        grad_clip: 1.0,
+        ..TrainConfig::default()
+    };
+    let dir = tmp("kd");
+    for arch in Arch::tiny_examples(3, 32) {
+        let teacher = arch.init(&ad, 2).unwrap().valid();
+        let student = kd.make_student(&teacher, &ad, 3).unwrap();
+        assert!(student.params() < teacher.params(), "{}", arch.family());
+        let regs: Vec<_> = matching::ALL
+            .iter()
+            .map(|r| matching::by_name(r, matching::SswaMode::FixedCount, 0.1).unwrap())
+            .collect();
+        let matching_cfg = MatchConfig::default();
+        let runs = matching::ALL
+            .iter()
+            .zip(&regs)
+            .map(|(name, reg)| StudentRun {
+                model: student.clone(),
+                spec: FineTuneSpec {
+                    compression: &kd,
+                    regularizer: reg.as_ref(),
+                    beta: matching_cfg.beta(name),
+                    matching: &matching_cfg,
+                    train: &train,
+                    seed: 0,
+                    label: name,
+                },
+                dir: dir.join(arch.family()).join(name),
+                upstream: String::new(),
+            })
+            .collect();
+        let tuned = fine_tune_lockstep(runs, &teacher, &data, &norm, None).unwrap();
+        let before = logits(&student.valid(), 32);
+        for ((net, history), name) in tuned.iter().zip(matching::ALL) {
+            let record = &history[0];
+            assert!(record.task_loss.is_finite(), "{} {name}", arch.family());
+            if *name != "none" {
+                let m = record.match_loss.unwrap();
+                assert!(
+                    m.is_finite() && m > 0.0,
+                    "{} {name}: match loss {m}",
+                    arch.family()
+                );
+            }
+            assert_ne!(logits(&net.valid(), 32), before, "{} {name}", arch.family());
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
