@@ -79,13 +79,12 @@ pub fn run(cfg: &ExperimentConfig, images: usize, device: &Device) -> Result<Vec
     let teacher = teacher.valid();
 
     let kd = &cfg.kd;
-    for name in matching::ALL {
-        let reg = matching::by_name(name, cfg.matching.sswa_mode, cfg.matching.drop)?;
+    for name in matching::PAPER {
+        let reg = matching::by_name(name, &cfg.matching)?;
         let student = kd.make_student(&teacher, &ad, derive_seed(0, "bench-student"))?;
         let spec = FineTuneSpec {
             compression: kd,
             regularizer: reg.as_ref(),
-            beta: cfg.matching.beta(name),
             matching: &cfg.matching,
             train: &train,
             seed: 0,

@@ -132,7 +132,7 @@ impl ExperimentConfig {
         };
         ExperimentConfig {
             seeds: vec![0],
-            regularizers: matching::ALL.iter().map(|s| s.to_string()).collect(),
+            regularizers: matching::PAPER.iter().map(|s| s.to_string()).collect(),
             // Cues half as likely as the object and decoys in 30% of images: a cue-only
             // classifier is clearly worse than an object classifier, so a well-trained teacher
             // looks at objects while a weak network still gains from the shortcut.
@@ -242,7 +242,10 @@ impl ExperimentConfig {
             bail!("compressions lists '{dup}' twice");
         }
         if self.regularizers.is_empty() {
-            bail!("regularizers must list at least one of none, ewa, swa, sswa");
+            bail!(
+                "regularizers must list at least one of {}",
+                matching::names().join(", ")
+            );
         }
         for c in &self.compressions {
             if !COMPRESSIONS.contains(&c.as_str()) {
@@ -264,9 +267,6 @@ impl ExperimentConfig {
         }
         if !(0.0..1.0).contains(&self.structured.rate) {
             bail!("structured: rate must be in [0, 1)");
-        }
-        for r in &self.regularizers {
-            matching::by_name(r, self.matching.sswa_mode, self.matching.drop)?;
         }
         self.matching.validate(&self.regularizers)?;
         self.kd.validate()?;

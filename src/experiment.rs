@@ -358,7 +358,7 @@ fn train_teacher(ctx: &Ctx) -> Result<Trained> {
 fn regularizers(cfg: &ExperimentConfig) -> Result<Vec<Box<dyn Regularizer>>> {
     cfg.regularizers
         .iter()
-        .map(|r| matching::by_name(r, cfg.matching.sswa_mode, cfg.matching.drop))
+        .map(|r| matching::by_name(r, &cfg.matching))
         .collect()
 }
 
@@ -399,7 +399,6 @@ fn fine_tune_all(
         let spec = FineTuneSpec {
             compression,
             regularizer: regs[i].as_ref(),
-            beta: cfg.matching.beta(&cfg.regularizers[i]),
             matching: &cfg.matching,
             train,
             seed: derive_seed(ctx.seed, &format!("{stage}-{round}")),
@@ -414,7 +413,15 @@ fn fine_tune_all(
     }
     let keys: Vec<String> = runs
         .iter()
-        .map(|r| stage_key(&(&r.upstream, r.spec.beta, train, &cfg.matching, r.spec.seed)))
+        .map(|r| {
+            stage_key(&(
+                &r.upstream,
+                r.spec.regularizer.beta(),
+                train,
+                &cfg.matching,
+                r.spec.seed,
+            ))
+        })
         .collect();
     let tuned =
         training::fine_tune_lockstep(runs, teacher, &ctx.splits.train, ctx.norm, ctx.validate)?;

@@ -206,6 +206,7 @@ fn sswa_masks_drop_the_right_number_of_teacher_channels() {
     let fixed = Sswa {
         mode: SswaMode::FixedCount,
         drop: 0.3,
+        beta: 50.0,
     };
     let m = fixed.keep_mask(5, 20, &mut rng);
     for row in m.chunks(20) {
@@ -219,6 +220,7 @@ fn sswa_masks_drop_the_right_number_of_teacher_channels() {
     let bern = Sswa {
         mode: SswaMode::Bernoulli,
         drop: 0.3,
+        beta: 50.0,
     };
     let m = bern.keep_mask(200, 50, &mut rng);
     let dropped = m.iter().filter(|v| **v == 0.0).count() as f64 / m.len() as f64;
@@ -230,6 +232,7 @@ fn sswa_masks_drop_the_right_number_of_teacher_channels() {
     let none = Sswa {
         mode: SswaMode::FixedCount,
         drop: 0.0,
+        beta: 50.0,
     }
     .keep_mask(2, 8, &mut rng);
     assert!(none.iter().all(|v| *v == 1.0));

@@ -170,12 +170,13 @@ fn every_family_distils_with_every_regularizer() {
         let teacher = arch.init(&ad, 2).unwrap().valid();
         let student = kd.make_student(&teacher, &ad, 3).unwrap();
         assert!(student.params() < teacher.params(), "{}", arch.family());
-        let regs: Vec<_> = matching::ALL
-            .iter()
-            .map(|r| matching::by_name(r, matching::SswaMode::FixedCount, 0.1).unwrap())
-            .collect();
         let matching_cfg = MatchConfig::default();
-        let runs = matching::ALL
+        let names = matching::names();
+        let regs: Vec<_> = names
+            .iter()
+            .map(|r| matching::by_name(r, &matching_cfg).unwrap())
+            .collect();
+        let runs = names
             .iter()
             .zip(&regs)
             .map(|(name, reg)| StudentRun {
@@ -183,7 +184,6 @@ fn every_family_distils_with_every_regularizer() {
                 spec: FineTuneSpec {
                     compression: &kd,
                     regularizer: reg.as_ref(),
-                    beta: matching_cfg.beta(name),
                     matching: &matching_cfg,
                     train: &train,
                     seed: 0,
@@ -195,7 +195,7 @@ fn every_family_distils_with_every_regularizer() {
             .collect();
         let tuned = fine_tune_lockstep(runs, &teacher, &data, &norm, None).unwrap();
         let before = logits(&student.valid(), 32);
-        for ((net, history), name) in tuned.iter().zip(matching::ALL) {
+        for ((net, history), name) in tuned.iter().zip(&names) {
             let record = &history[0];
             assert!(record.task_loss.is_finite(), "{} {name}", arch.family());
             if *name != "none" {

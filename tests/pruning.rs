@@ -121,11 +121,10 @@ fn pruned_weights_stay_exactly_zero_through_sgd_momentum_and_weight_decay() {
         ..TrainConfig::default()
     };
     for reg_name in ["none", "swa"] {
-        let reg = matching::by_name(reg_name, matching::SswaMode::FixedCount, 0.1).unwrap();
+        let reg = matching::by_name(reg_name, &MatchConfig::default()).unwrap();
         let spec = FineTuneSpec {
             compression: &round,
             regularizer: reg.as_ref(),
-            beta: 50.0,
             matching: &MatchConfig::default(),
             train: &train,
             seed: 0,

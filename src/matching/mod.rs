@@ -1,11 +1,18 @@
 //! Attribution-matching regularizers (paper section 3): each is one file behind the
-//! [`Regularizer`] trait, listed in [`by_name`]. A regularizer turns the student's and the
-//! teacher's attribution-layer activations into a pair of maps; [`MapDistance`] compares them.
+//! [`Regularizer`] trait plus one line in [`REGISTRY`]. A regularizer turns the student's and
+//! the teacher's attribution-layer activations into a pair of maps; by default the configured
+//! [`MapDistance`] compares them, and a regularizer with its own loss (e2KD) overrides
+//! [`Regularizer::loss`]. Each entry builds its regularizer from the matching settings, taking
+//! its strength and options from them and checking them.
 
+pub mod e2kd;
 pub mod ewa;
 pub mod none;
+pub mod settings;
 pub mod sswa;
 pub mod swa;
+
+pub use settings::{MatchConfig, MatchLayer, MatchTarget};
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
@@ -22,6 +29,8 @@ pub struct MatchInputs {
     pub teacher_features: Tensor<4>,
     /// Teacher Grad-CAM channel weights (P, Ct), constants.
     pub teacher_weights: Tensor<2>,
+    /// Side of the (square) network input in pixels, for maps compared at input resolution.
+    pub input_side: usize,
 }
 
 /// A matching regularizer: produces (student map, teacher map), each (P, h, w).
@@ -32,6 +41,55 @@ pub trait Regularizer {
     fn needs_weights(&self) -> bool;
     /// The two maps to match, or `None` when the regularizer adds no loss.
     fn maps(&self, inputs: &MatchInputs, rng: &mut ChaCha8Rng) -> Option<(Tensor<3>, Tensor<3>)>;
+    /// Its strength beta (0 for `none`).
+    fn beta(&self) -> f64;
+    /// The un-weighted loss between the student's maps (tracked) and the teacher's (constants):
+    /// by default the configured distance, scaled as configured.
+    fn loss(&self, student: Tensor<3>, teacher: Tensor<3>, cfg: &MatchConfig) -> Tensor<1> {
+        cfg.distance.scaled_loss(student, teacher, cfg.beta_scale)
+    }
+}
+
+/// A registry line: a regularizer's name and how it is built from the matching settings.
+pub struct Entry {
+    /// Name used in configs and reports.
+    pub name: &'static str,
+    /// Builds the regularizer, checking its strength and options.
+    pub build: fn(&MatchConfig) -> Result<Box<dyn Regularizer>>,
+}
+
+/// Every regularizer, in report order.
+pub static REGISTRY: &[Entry] = &[
+    none::ENTRY,
+    ewa::ENTRY,
+    swa::ENTRY,
+    sswa::ENTRY,
+    e2kd::ENTRY,
+];
+
+/// Names of every registered regularizer, in report order.
+pub fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|e| e.name).collect()
+}
+
+/// Builds the regularizer `name` from the matching settings; an unknown name is an error
+/// listing the known ones.
+pub fn by_name(name: &str, cfg: &MatchConfig) -> Result<Box<dyn Regularizer>> {
+    let entry = REGISTRY.iter().find(|e| e.name == name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown regularizer '{name}' (known: {})",
+            names().join(", ")
+        )
+    })?;
+    (entry.build)(cfg)
+}
+
+/// A strength that must be a positive number; `key` names it in the error.
+pub fn positive_beta(beta: f64, key: &str, regularizer: &str) -> Result<f64> {
+    if !(beta.is_finite() && beta > 0.0) {
+        bail!("{key} must be a positive number for regularizer '{regularizer}', got {beta}");
+    }
+    Ok(beta)
 }
 
 /// How SSWA drops teacher channels.
@@ -44,27 +102,8 @@ pub enum SswaMode {
     Bernoulli,
 }
 
-/// Builds a regularizer by name (`none`, `ewa`, `swa`, `sswa`).
-pub fn by_name(name: &str, sswa_mode: SswaMode, drop: f64) -> Result<Box<dyn Regularizer>> {
-    Ok(match name {
-        "none" => Box::new(none::NoMatching),
-        "ewa" => Box::new(ewa::Ewa),
-        "swa" => Box::new(swa::Swa),
-        "sswa" => {
-            if !(0.0..1.0).contains(&drop) {
-                bail!("sswa drop rate must be in [0, 1), got {drop}");
-            }
-            Box::new(sswa::Sswa {
-                mode: sswa_mode,
-                drop,
-            })
-        }
-        other => bail!("unknown regularizer '{other}' (known: none, ewa, swa, sswa)"),
-    })
-}
-
-/// Names of all regularizers, in report order.
-pub const ALL: &[&str] = &["none", "ewa", "swa", "sswa"];
+/// The paper's regularizers, the default grid (naive, EWA, SWA, SSWA).
+pub const PAPER: &[&str] = &["none", "ewa", "swa", "sswa"];
 
 /// How two maps are compared in the loss.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -1,7 +1,8 @@
 //! SSWA: stochastic SWA; teacher channel weights are randomly dropped (paper eq. 6).
 
-use super::{MatchInputs, Regularizer, SswaMode};
+use super::{Entry, MatchConfig, MatchInputs, Regularizer, SswaMode, positive_beta};
 use crate::attribution::gradcam::cam_from_weights;
+use anyhow::{Result, bail};
 use burn::prelude::*;
 use rand::Rng;
 use rand::seq::index::sample;
@@ -13,6 +14,8 @@ pub struct Sswa {
     pub mode: SswaMode,
     /// Drop rate in [0, 1).
     pub drop: f64,
+    /// Strength (`matching.beta_swa`, shared with SWA as in the paper: 50).
+    pub beta: f64,
 }
 
 impl Sswa {
@@ -60,4 +63,25 @@ impl Regularizer for Sswa {
             ),
         ))
     }
+    fn beta(&self) -> f64 {
+        self.beta
+    }
+}
+
+/// Registry line.
+pub const ENTRY: Entry = Entry {
+    name: "sswa",
+    build,
+};
+
+fn build(cfg: &MatchConfig) -> Result<Box<dyn Regularizer>> {
+    let beta = positive_beta(cfg.beta_swa, "matching.beta_swa", "sswa")?;
+    if !(0.0..1.0).contains(&cfg.drop) {
+        bail!("sswa drop rate must be in [0, 1), got {}", cfg.drop);
+    }
+    Ok(Box::new(Sswa {
+        mode: cfg.sswa_mode,
+        drop: cfg.drop,
+        beta,
+    }))
 }

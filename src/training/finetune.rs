@@ -10,7 +10,7 @@ use crate::attribution::one_hot;
 use crate::compression::Compression;
 use crate::compression::unstructured::ConvMasks;
 use crate::data::Dataset;
-use crate::matching::{BetaScale, MapDistance, MatchInputs, Regularizer, SswaMode};
+use crate::matching::{MatchConfig, MatchInputs, MatchLayer, MatchTarget, Regularizer};
 use crate::models::head::HeadPooling;
 use crate::models::{HeadDropout, Network};
 use crate::util::derive_seed;
@@ -19,107 +19,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use std::path::Path;
-
-/// Which layer's maps are matched.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum MatchLayer {
-    /// The last conv block's output (the paper: "the last convolutional layer"); the same
-    /// layer the evaluation's Grad-CAM uses.
-    LastConv,
-    /// The output of pool5 (the authors' code), half the resolution.
-    Pool5,
-}
-
-/// For which classes maps are matched.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum MatchTarget {
-    /// The teacher's top-1 class (paper and code).
-    Top1,
-    /// Every class the teacher predicts present (logit > 0); top-1 where it predicts none.
-    Predicted,
-}
-
-/// Attribution-matching settings.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct MatchConfig {
-    /// Regularizer strength for EWA (paper: 100).
-    pub beta_ewa: f64,
-    /// Regularizer strength for SWA and SSWA (paper: 50).
-    pub beta_swa: f64,
-    /// SSWA drop mode; default the authors' fixed count, the variant that produced the paper's
-    /// published numbers.
-    pub sswa_mode: SswaMode,
-    /// SSWA drop rate (authors' default 0.1; their README recommends 0.3).
-    pub drop: f64,
-    /// Matched layer.
-    pub layer: MatchLayer,
-    /// Matched classes.
-    pub target: MatchTarget,
-    /// Loss form.
-    pub distance: MapDistance,
-    /// How the loss is scaled before beta: `paper-map` (default) keeps the paper's betas
-    /// meaningful at any map size; `per-position` is the authors' raw mean.
-    pub beta_scale: BetaScale,
-    /// Epochs over which beta ramps linearly from 0 to its value (0: full beta from the first
-    /// step, as the paper). A ramp lets a tiny student first learn from the task loss: at full
-    /// beta from step one, /8 students sometimes collapse to predicting nothing, a fixed point of
-    /// the scale-invariant matching loss.
-    pub warmup_epochs: f64,
-}
-
-impl Default for MatchConfig {
-    fn default() -> Self {
-        MatchConfig {
-            beta_ewa: 100.0,
-            beta_swa: 50.0,
-            sswa_mode: SswaMode::FixedCount,
-            drop: 0.1,
-            layer: MatchLayer::LastConv,
-            target: MatchTarget::Top1,
-            distance: MapDistance::MeanSquared,
-            beta_scale: BetaScale::PaperMap,
-            warmup_epochs: 0.0,
-        }
-    }
-}
-
-impl MatchConfig {
-    /// Checks the strengths and rates; a matching regularizer with a beta that is not a
-    /// positive number would silently train without matching.
-    pub fn validate(&self, regularizers: &[String]) -> Result<()> {
-        for r in regularizers.iter().filter(|r| r.as_str() != "none") {
-            let beta = self.beta(r);
-            if !(beta.is_finite() && beta > 0.0) {
-                let key = if r == "ewa" { "beta_ewa" } else { "beta_swa" };
-                bail!("matching.{key} must be a positive number for regularizer '{r}', got {beta}");
-            }
-        }
-        if !(0.0..1.0).contains(&self.drop) {
-            bail!("matching.drop must be in [0, 1), got {}", self.drop);
-        }
-        if !(self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0) {
-            bail!(
-                "matching.warmup_epochs must be >= 0, got {}",
-                self.warmup_epochs
-            );
-        }
-        Ok(())
-    }
-
-    /// The beta for a regularizer name.
-    pub fn beta(&self, regularizer: &str) -> f64 {
-        match regularizer {
-            "ewa" => self.beta_ewa,
-            "none" => 0.0,
-            _ => self.beta_swa,
-        }
-    }
-}
 
 /// (sample index, class) pairs to match, from the teacher's logits (N, K).
 pub fn match_pairs(teacher_logits: &[f32], k: usize, target: MatchTarget) -> Vec<(usize, usize)> {
@@ -167,10 +67,8 @@ fn select_dropout(drop: &HeadDropout, idx: &Tensor<1, Int>) -> HeadDropout {
 pub struct FineTuneSpec<'a> {
     /// Compression method (task loss).
     pub compression: &'a dyn Compression,
-    /// Matching regularizer.
+    /// Matching regularizer (with its strength).
     pub regularizer: &'a dyn Regularizer,
-    /// Its strength.
-    pub beta: f64,
     /// Matching settings.
     pub matching: &'a MatchConfig,
     /// Optimisation settings.
@@ -279,7 +177,7 @@ pub fn fine_tune_lockstep(
             &run.model.arch(),
             run.spec.compression.name(),
             run.spec.regularizer.name(),
-            run.spec.beta,
+            run.spec.regularizer.beta(),
             run.spec.matching,
             &run.upstream,
         ));
@@ -367,7 +265,7 @@ pub fn fine_tune_lockstep(
             if st.done > epoch {
                 continue;
             }
-            let matched = (st.spec.beta > 0.0).then_some(st.sums.1 / nb);
+            let matched = (st.spec.regularizer.beta() > 0.0).then_some(st.sums.1 / nb);
             let record = epoch_record(epoch, st.sums.0 / nb, matched, &st.model, validate)?;
             msg.push_str(&format!("; {} {}", st.spec.label, record.summary()));
             st.history.push(record);
@@ -421,7 +319,8 @@ fn student_step(
         .compression
         .task_loss(s_logits, b.t_logits.clone(), b.y.clone());
     let mut loss = task.clone();
-    if spec.beta > 0.0 {
+    let beta = spec.regularizer.beta();
+    if beta > 0.0 {
         let term = matching_term(
             &st.model,
             teacher,
@@ -435,7 +334,7 @@ fn student_step(
         );
         if let Some(term) = term {
             st.sums.1 += finite_loss(&term, spec.label, epoch, step)?;
-            loss = loss + term.mul_scalar(spec.beta * ramp);
+            loss = loss + term.mul_scalar(beta * ramp);
         }
     }
     st.sums.0 += finite_loss(&task, spec.label, epoch, step)?;
@@ -473,6 +372,7 @@ fn matching_term(
     rng: &mut ChaCha8Rng,
 ) -> Option<Tensor<1>> {
     let device = s_feat.device();
+    let input_side = student.arch().input_size();
     let pairs = match_pairs(t_logits, k, spec.matching.target);
     let rows: Vec<i64> = pairs.iter().map(|p| p.0 as i64).collect();
     let classes: Vec<usize> = pairs.iter().map(|p| p.1).collect();
@@ -508,13 +408,10 @@ fn matching_term(
         student_weights: s_w,
         teacher_features: t_f,
         teacher_weights: t_w,
+        input_side,
     };
     let (ms, mt) = spec.regularizer.maps(&inputs, rng)?;
-    Some(
-        spec.matching
-            .distance
-            .scaled_loss(ms, mt, spec.matching.beta_scale),
-    )
+    Some(spec.regularizer.loss(ms, mt, spec.matching))
 }
 
 #[cfg(test)]
@@ -552,9 +449,16 @@ mod tests {
     #[test]
     fn beta_follows_the_regularizer() {
         let m = MatchConfig::default();
+        let beta = |name: &str| crate::matching::by_name(name, &m).unwrap().beta();
         assert_eq!(
-            (m.beta("none"), m.beta("ewa"), m.beta("swa"), m.beta("sswa")),
-            (0.0, 100.0, 50.0, 50.0)
+            (
+                beta("none"),
+                beta("ewa"),
+                beta("swa"),
+                beta("sswa"),
+                beta("e2kd")
+            ),
+            (0.0, 100.0, 50.0, 50.0, 1.0)
         );
     }
 }

@@ -7,10 +7,9 @@ pub mod checkpoint;
 pub mod finetune;
 pub mod schedule;
 
+pub use crate::matching::{MatchConfig, MatchLayer, MatchTarget};
 pub use batch::{Augment, Normalization, make_batch};
-pub use finetune::{
-    FineTuneSpec, MatchConfig, MatchLayer, MatchTarget, StudentRun, fine_tune, fine_tune_lockstep,
-};
+pub use finetune::{FineTuneSpec, StudentRun, fine_tune, fine_tune_lockstep};
 pub use schedule::Schedule;
 
 use crate::compression::bce_with_logits;
