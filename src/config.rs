@@ -1,6 +1,7 @@
 //! Experiment configuration (TOML). The config used is saved next to every result, so every
 //! number can be reproduced from its output folder with `faithful demo --config config.toml`.
 
+use crate::compression::Method;
 use crate::compression::kd::Distillation;
 use crate::compression::structured::FilterPruning;
 use crate::compression::unstructured::MagnitudePruning;
@@ -14,9 +15,6 @@ use crate::training::{MatchConfig, Normalization, TrainConfig};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-
-/// Names of the compression methods an experiment can run.
-pub const COMPRESSIONS: &[&str] = &["kd", "unstructured", "structured"];
 
 /// Teacher settings.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -248,25 +246,17 @@ impl ExperimentConfig {
             );
         }
         for c in &self.compressions {
-            if !COMPRESSIONS.contains(&c.as_str()) {
-                bail!(
-                    "unknown compression '{c}' (known: {})",
-                    COMPRESSIONS.join(", ")
-                );
-            }
+            self.method(c)?;
         }
         if self.compressions.is_empty() {
             bail!(
                 "compressions must list at least one of {}",
-                COMPRESSIONS.join(", ")
+                self.method_names().join(", ")
             );
         }
         self.prune_train.validate("prune_train")?;
-        if !(0.0..1.0).contains(&self.unstructured.rate) || self.unstructured.rounds == 0 {
-            bail!("unstructured: rate must be in [0, 1) and rounds at least 1");
-        }
-        if !(0.0..1.0).contains(&self.structured.rate) {
-            bail!("structured: rate must be in [0, 1)");
+        for method in self.methods() {
+            method.validate()?;
         }
         self.matching.validate(&self.regularizers)?;
         self.kd.validate()?;
@@ -283,6 +273,30 @@ impl ExperimentConfig {
         self.student_train.validate("student_train")?;
         crate::attribution::by_name(&self.eval.attribution)?;
         Ok(())
+    }
+
+    /// Every compression method with its config section: the registry of methods. A new method
+    /// is its file, its section field above, and one entry here.
+    pub fn methods(&self) -> [&dyn Method; 3] {
+        [&self.kd, &self.unstructured, &self.structured]
+    }
+
+    /// Names of every compression method.
+    pub fn method_names(&self) -> Vec<&'static str> {
+        self.methods().iter().map(|m| m.name()).collect()
+    }
+
+    /// The compression method `name`; an unknown name is an error listing the known ones.
+    pub fn method(&self, name: &str) -> Result<&dyn Method> {
+        self.methods()
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown compression '{name}' (known: {})",
+                    self.method_names().join(", ")
+                )
+            })
     }
 
     /// The teacher architecture for the synthetic dataset's classes and image size.

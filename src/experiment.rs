@@ -3,8 +3,8 @@
 //! folder, so running the same command on the same folder resumes where it stopped.
 
 use crate::attribution::{self, Attribution};
-use crate::compression::Compression;
-use crate::compression::unstructured::{PruningRound, cumulative_rate, sparsity};
+use crate::compression::unstructured::sparsity;
+use crate::compression::{Budget, Compression, Method};
 use crate::config::ExperimentConfig;
 use crate::data::Splits;
 use crate::evaluation::health::{self, Warning};
@@ -139,11 +139,8 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
         };
         evaluate(&teacher)?;
         for compression in &cfg.compressions {
-            let (finals, rounds) = match compression.as_str() {
-                "kd" => (kd_students(&ctx, &teacher)?, vec![]),
-                "structured" => (structured_students(&ctx, &teacher)?, vec![]),
-                _ => unstructured_students(&ctx, &teacher)?,
-            };
+            let method = cfg.method(compression)?;
+            let (finals, rounds) = method_students(&ctx, method, &teacher)?;
             for t in rounds.iter().chain(&finals) {
                 evaluate(t)?;
             }
@@ -448,71 +445,48 @@ fn fine_tune_all(
     Ok(out)
 }
 
-/// Distilled students, all from the same initial weights (a paired comparison).
-fn kd_students(ctx: &Ctx, teacher: &Trained) -> Result<Vec<Trained>> {
-    let kd = &ctx.cfg.kd;
-    let mut students = Vec::new();
+/// Runs a method's stages for every regularizer: each stage makes every regularizer's student
+/// from that regularizer's network of the previous stage (the teacher for the first) and
+/// fine-tunes them in lockstep. Fresh weights (KD students) come from one seed, so every
+/// regularizer starts from identical students (a paired comparison). Returns (the last stage's
+/// networks, those of all earlier stages).
+fn method_students(
+    ctx: &Ctx,
+    method: &dyn Method,
+    teacher: &Trained,
+) -> Result<(Vec<Trained>, Vec<Trained>)> {
+    let count = ctx.cfg.regularizers.len();
+    let mut current: Vec<Network> = vec![teacher.model.clone(); count];
+    let mut upstream = vec![teacher.key.clone(); count];
     let init_seed = derive_seed(ctx.seed, "student-init");
-    for _ in &ctx.cfg.regularizers {
-        // the same seed for every regularizer: identical initial students
-        students.push(kd.make_student(&teacher.model, &ctx.ad, init_seed)?);
-    }
-    let upstream = vec![stage_key(&(&teacher.key, kd, init_seed)); students.len()];
-    let train = &ctx.cfg.student_train;
-    fine_tune_all(ctx, kd, students, upstream, &teacher.model, train, "kd", 0)
-}
-
-/// The L1-filter-pruned teacher, fine-tuned once per regularizer.
-fn structured_students(ctx: &Ctx, teacher: &Trained) -> Result<Vec<Trained>> {
-    let sp = &ctx.cfg.structured;
-    let students = ctx
-        .cfg
-        .regularizers
-        .iter()
-        .map(|_| sp.make_student(&teacher.model, &ctx.ad, 0))
-        .collect::<Result<Vec<_>>>()?;
-    let train = TrainConfig {
-        epochs: sp.epochs,
-        ..ctx.cfg.prune_train.clone()
-    };
-    let upstream = vec![stage_key(&(&teacher.key, sp)); students.len()];
-    let t = &teacher.model;
-    fine_tune_all(ctx, sp, students, upstream, t, &train, "structured", 0)
-}
-
-/// Iterative magnitude pruning: each regularizer's network is pruned further every round and
-/// fine-tuned; returns (final round, all earlier rounds).
-fn unstructured_students(ctx: &Ctx, teacher: &Trained) -> Result<(Vec<Trained>, Vec<Trained>)> {
-    let up = &ctx.cfg.unstructured;
-    let mut current: Vec<Network> = ctx
-        .cfg
-        .regularizers
-        .iter()
-        .map(|_| teacher.model.clone())
-        .collect();
-    // Round k of each regularizer starts from its own round k - 1 (round 1 from the teacher).
-    let mut upstream = vec![teacher.key.clone(); current.len()];
-    let train = TrainConfig {
-        epochs: up.epochs_per_round,
-        ..ctx.cfg.prune_train.clone()
-    };
-    let mut earlier = Vec::new();
-    let mut last = Vec::new();
-    for round in 1..=up.rounds {
-        let step = PruningRound {
-            target: cumulative_rate(up.rate, round),
-            scope: up.scope,
+    let (mut earlier, mut last) = (Vec::new(), Vec::new());
+    for stage in method.stages()? {
+        let budget = match stage.budget {
+            Budget::Student => &ctx.cfg.student_train,
+            Budget::Prune => &ctx.cfg.prune_train,
+        };
+        let train = TrainConfig {
+            epochs: stage.epochs.unwrap_or(budget.epochs),
+            ..budget.clone()
         };
         let students = current
             .iter()
-            .map(|m| step.make_student(m, &ctx.ad, 0))
+            .map(|m| stage.compression.make_student(m, &ctx.ad, init_seed))
             .collect::<Result<Vec<_>>>()?;
         let from = upstream
             .iter()
-            .map(|u| stage_key(&(u, &step.target, up.scope, up.epochs_per_round)))
+            .map(|u| stage_key(&(u, &stage.settings_key, init_seed)))
             .collect();
-        let t = &teacher.model;
-        let tuned = fine_tune_all(ctx, &step, students, from, t, &train, "unstructured", round)?;
+        let tuned = fine_tune_all(
+            ctx,
+            stage.compression.as_ref(),
+            students,
+            from,
+            &teacher.model,
+            &train,
+            method.name(),
+            stage.round,
+        )?;
         current = tuned.iter().map(|t| t.model.clone()).collect();
         upstream = tuned.iter().map(|t| t.key.clone()).collect();
         earlier.append(&mut last);

@@ -211,3 +211,40 @@ fn every_family_distils_with_every_regularizer() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The whole grid on a tiny network of every family: every compression method x every
+/// regularizer, through evaluation and the report. A new family, method or regularizer is
+/// covered by being registered.
+#[test]
+fn every_family_runs_every_compression_with_every_regularizer() {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/ci.toml");
+    let base = faithful::config::ExperimentConfig::load(&path).unwrap();
+    let (side, classes) = (base.data.size, base.data.num_classes);
+    for arch in Arch::tiny_examples(classes, side) {
+        let mut cfg = base.clone();
+        cfg.teacher.arch = arch.clone();
+        cfg.regularizers = matching::names().iter().map(|s| s.to_string()).collect();
+        cfg.compressions = cfg.method_names().iter().map(|s| s.to_string()).collect();
+        let dir = tmp(&format!("grid-{}", arch.family()));
+        let outcome = faithful::experiment::run(&cfg, &dir, &Device::flex())
+            .unwrap_or_else(|e| panic!("{}: {e:#}", arch.family()));
+        let regs = cfg.regularizers.len();
+        // the teacher, one network per method and regularizer, and the earlier pruning rounds
+        let expected = 1 + regs * (cfg.compressions.len() + cfg.unstructured.rounds - 1);
+        assert_eq!(outcome.rows.len(), expected, "{}", arch.family());
+        for c in &cfg.compressions {
+            for r in &cfg.regularizers {
+                assert!(
+                    outcome
+                        .rows
+                        .iter()
+                        .any(|row| &row.compression == c && &row.regularizer == r),
+                    "{}: no row for {c} + {r}",
+                    arch.family()
+                );
+            }
+        }
+        assert!(dir.join("report.html").is_file());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

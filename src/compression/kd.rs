@@ -2,7 +2,7 @@
 //! per-class binary KL between temperature-softened sigmoids, times T^2, mixed with the
 //! multi-label loss on the ground truth: `alpha * T^2 * KL + (1 - alpha) * BCE`.
 
-use super::{Compression, bce_with_logits, log_sigmoid};
+use super::{Budget, Compression, Method, PlannedStage, bce_with_logits, log_sigmoid};
 use crate::models::Network;
 use anyhow::{Result, ensure};
 use burn::prelude::*;
@@ -60,6 +60,26 @@ pub fn binary_kl(student: Tensor<2>, teacher: Tensor<2>, temperature: f64) -> Te
     let pt = log_pt.clone().exp();
     let qt = log_qt.clone().exp();
     (pt * (log_pt - log_ps) + qt * (log_qt - log_qs)).mean()
+}
+
+impl Method for Distillation {
+    fn name(&self) -> &'static str {
+        "kd"
+    }
+    fn validate(&self) -> Result<()> {
+        Distillation::validate(self)
+    }
+    /// One stage: students of the teacher's family at `1 / width_divisor` of its width, trained
+    /// from scratch with the student budget.
+    fn stages(&self) -> Result<Vec<PlannedStage>> {
+        Ok(vec![PlannedStage {
+            compression: Box::new(self.clone()),
+            budget: Budget::Student,
+            epochs: None,
+            round: 0,
+            settings_key: serde_json::to_string(self)?,
+        }])
+    }
 }
 
 impl Compression for Distillation {

@@ -1,6 +1,8 @@
-//! Compression methods: each is one file behind the [`Compression`] trait. A method builds the
-//! student from the teacher and defines the task part of the fine-tuning loss; attribution
-//! matching ([`crate::matching`]) is added on top by the shared fine-tuning loop.
+//! Compression methods: each is one file implementing [`Method`] (its config section, its
+//! validation and its schedule of fine-tuning stages) and [`Compression`] for each stage (how a
+//! student is made from the previous stage's network, its task loss, and an optional hook run
+//! after every optimiser step). Attribution matching ([`crate::matching`]) is added on top by
+//! the shared fine-tuning loop; the experiment runs every method's stages with one loop.
 
 pub mod kd;
 pub mod structured;
@@ -9,6 +11,44 @@ pub mod unstructured;
 use crate::models::Network;
 use anyhow::Result;
 use burn::prelude::*;
+
+/// What is run after every optimiser step of a student (e.g. re-zeroing pruned weights).
+pub type StepHook = Box<dyn Fn(Network) -> Network>;
+
+/// Which of the experiment's fine-tuning settings a stage uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    /// `student_train`: students trained from scratch (KD).
+    Student,
+    /// `prune_train`: fine-tuning of pruned networks.
+    Prune,
+}
+
+/// One fine-tuning stage of a method: every regularizer's student is made from its own network
+/// of the previous stage (the teacher for the first stage) and fine-tuned.
+pub struct PlannedStage {
+    /// Student construction and task loss of this stage.
+    pub compression: Box<dyn Compression>,
+    /// Its optimisation settings: this budget of the experiment ...
+    pub budget: Budget,
+    /// ... with this many epochs instead of the budget's, where given.
+    pub epochs: Option<usize>,
+    /// 0 for a single-stage method; 1, 2, ... for the rounds of an iterative one.
+    pub round: usize,
+    /// The method's settings that determine this stage, as JSON (hashed into its stage key).
+    pub settings_key: String,
+}
+
+/// A compression method of the experiment grid.
+pub trait Method {
+    /// Name used in configs and reports (`kd`, `unstructured`, `structured`).
+    fn name(&self) -> &'static str;
+    /// Checks the method's config section before any work starts.
+    fn validate(&self) -> Result<()>;
+    /// The method's fine-tuning stages, in order; the last stage's networks are the method's
+    /// result and earlier ones are reported as its intermediate rounds.
+    fn stages(&self) -> Result<Vec<PlannedStage>>;
+}
 
 /// A compression method with a fine-tuning stage.
 pub trait Compression {
@@ -20,9 +60,10 @@ pub trait Compression {
     /// Task loss of one batch: student logits (tracked), teacher logits and multi-hot targets
     /// (constants).
     fn task_loss(&self, student: Tensor<2>, teacher: Tensor<2>, targets: Tensor<2>) -> Tensor<1>;
-    /// Whether fine-tuning must keep the student's zero weights at zero (unstructured pruning).
-    fn keeps_zeros(&self) -> bool {
-        false
+    /// Run after every optimiser step of `student` (as made by [`Compression::make_student`]),
+    /// or `None`: unstructured pruning re-zeroes the weights it pruned.
+    fn step_hook(&self, _student: &Network) -> Option<StepHook> {
+        None
     }
 }
 

@@ -4,7 +4,7 @@
 //! first linear layer (channel-major flattening: feature `c*P + p` belongs to channel c). The
 //! result is a genuinely smaller dense network, described by an explicit layout.
 
-use super::{Compression, bce_with_logits};
+use super::{Budget, Compression, Method, PlannedStage, bce_with_logits};
 use crate::models::vgg::LayoutItem;
 use crate::models::{Network, Vgg, VggArch};
 use anyhow::{Result, ensure};
@@ -169,6 +169,38 @@ pub fn prune_filters(model: &Vgg, cfg: &FilterPruning) -> Result<Vgg> {
         })
         .collect();
     slice_network(model, &kept)
+}
+
+impl FilterPruning {
+    /// Checks the settings before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            (0.0..1.0).contains(&self.rate),
+            "structured: rate must be in [0, 1), got {}",
+            self.rate
+        );
+        Ok(())
+    }
+}
+
+impl Method for FilterPruning {
+    fn name(&self) -> &'static str {
+        "structured"
+    }
+    fn validate(&self) -> Result<()> {
+        FilterPruning::validate(self)
+    }
+    /// One stage: the teacher's filters pruned once, fine-tuned for `epochs` with the pruning
+    /// budget.
+    fn stages(&self) -> Result<Vec<PlannedStage>> {
+        Ok(vec![PlannedStage {
+            compression: Box::new(self.clone()),
+            budget: Budget::Prune,
+            epochs: Some(self.epochs),
+            round: 0,
+            settings_key: serde_json::to_string(self)?,
+        }])
+    }
 }
 
 impl Compression for FilterPruning {

@@ -6,7 +6,7 @@
 //! Fine-tuning keeps pruned weights exactly zero ([`crate::training`] re-applies the masks after
 //! every optimiser step).
 
-use super::{Compression, bce_with_logits};
+use super::{Budget, Compression, Method, PlannedStage, StepHook, bce_with_logits};
 use crate::models::Network;
 use anyhow::{Result, ensure};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
@@ -208,6 +208,50 @@ impl ConvMasks {
     }
 }
 
+impl MagnitudePruning {
+    /// Checks the settings before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            (0.0..1.0).contains(&self.rate) && self.rounds >= 1,
+            "unstructured: rate must be in [0, 1) and rounds at least 1"
+        );
+        Ok(())
+    }
+}
+
+impl Method for MagnitudePruning {
+    fn name(&self) -> &'static str {
+        "unstructured"
+    }
+    fn validate(&self) -> Result<()> {
+        MagnitudePruning::validate(self)
+    }
+    /// `rounds` stages: round k prunes the network of round k - 1 (the teacher for round 1) to
+    /// the cumulative rate `1 - (1 - rate)^k` and fine-tunes it for `epochs_per_round` with the
+    /// pruning budget.
+    fn stages(&self) -> Result<Vec<PlannedStage>> {
+        (1..=self.rounds)
+            .map(|round| {
+                let step = PruningRound {
+                    target: cumulative_rate(self.rate, round),
+                    scope: self.scope,
+                };
+                Ok(PlannedStage {
+                    settings_key: serde_json::to_string(&(
+                        step.target,
+                        self.scope,
+                        self.epochs_per_round,
+                    ))?,
+                    compression: Box::new(step),
+                    budget: Budget::Prune,
+                    epochs: Some(self.epochs_per_round),
+                    round,
+                })
+            })
+            .collect()
+    }
+}
+
 /// One round of magnitude pruning as a compression method: the student is the given network
 /// pruned to `target` and fine-tuned on the ground truth alone (no KD term, as the authors).
 pub struct PruningRound {
@@ -230,8 +274,11 @@ impl Compression for PruningRound {
         bce_with_logits(student, targets)
     }
 
-    fn keeps_zeros(&self) -> bool {
-        true
+    /// Momentum and weight decay move pruned weights off zero; the masks of the freshly pruned
+    /// student put them back after every step.
+    fn step_hook(&self, student: &Network) -> Option<StepHook> {
+        let masks = ConvMasks::from_zeros(student);
+        Some(Box::new(move |model| masks.apply(model)))
     }
 }
 

@@ -7,8 +7,7 @@ use super::{
 };
 use crate::attribution::closed_form::gradcam_weights;
 use crate::attribution::one_hot;
-use crate::compression::Compression;
-use crate::compression::unstructured::ConvMasks;
+use crate::compression::{Compression, StepHook};
 use crate::data::Dataset;
 use crate::matching::{MatchConfig, MatchInputs, MatchLayer, MatchTarget, Regularizer};
 use crate::models::head::HeadPooling;
@@ -181,12 +180,8 @@ pub fn fine_tune_lockstep(
             run.spec.matching,
             &run.upstream,
         ));
-        // Masks come from the freshly pruned student, not from a resumed checkpoint.
-        let masks = run
-            .spec
-            .compression
-            .keeps_zeros()
-            .then(|| ConvMasks::from_zeros(&run.model));
+        // The hook sees the fresh student (e.g. its pruning masks), not a resumed checkpoint.
+        let hook = run.spec.compression.step_hook(&run.model);
         let resumed = checkpoint::resume(run.model, cfg.optimizer(), &run.dir, &key, &device)?;
         states.push(State {
             model: resumed.model,
@@ -197,7 +192,7 @@ pub fn fine_tune_lockstep(
             spec: run.spec,
             dir: run.dir,
             sums: (0.0, 0.0),
-            masks,
+            hook,
         });
     }
     let steps_per_epoch = epoch_batches(data.len(), cfg.batch_size, seed, 0).len();
@@ -288,7 +283,7 @@ struct State<'a> {
     spec: FineTuneSpec<'a>,
     dir: std::path::PathBuf,
     sums: (f64, f64),
-    masks: Option<ConvMasks>,
+    hook: Option<StepHook>,
 }
 
 struct Batch<'b> {
@@ -341,9 +336,8 @@ fn student_step(
     finite_loss(&loss, spec.label, epoch, step)?;
     let grads = GradientsParams::from_grads(loss.backward(), &st.model);
     st.model = st.optim.step(lr, st.model.clone(), grads);
-    if let Some(m) = &st.masks {
-        // Momentum and weight decay move pruned weights off zero; put them back every step.
-        st.model = m.apply(st.model.clone());
+    if let Some(hook) = &st.hook {
+        st.model = hook(st.model.clone());
     }
     Ok(())
 }
