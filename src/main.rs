@@ -116,9 +116,10 @@ enum Command {
         #[arg(long)]
         no_normalization: bool,
     },
-    /// Import torchvision VGG-BN weights (`.safetensors` or `.pth`) as a faithful network.
+    /// Import torchvision VGG-BN or ResNet weights (`.safetensors` or `.pth`) as a faithful
+    /// network.
     Import {
-        /// torchvision architecture: vgg11_bn, vgg13_bn, vgg16_bn or vgg19_bn.
+        /// torchvision architecture: vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn, resnet18 or resnet34.
         #[arg(long, default_value = "vgg16_bn")]
         arch: String,
         /// The state_dict file.
@@ -324,16 +325,7 @@ fn main() -> Result<()> {
                 );
             }
             let dev = device(cli.backend)?;
-            let net = faithful::models::Network::Vgg(match num_classes {
-                Some(k) => {
-                    let a = faithful::models::torchvision_vgg_arch(&arch, k)?;
-                    faithful::models::import_torchvision_vgg_new_head(&a, &weights, &dev, 0)?
-                }
-                None => {
-                    let a = faithful::models::torchvision_vgg_arch(&arch, 1000)?;
-                    faithful::models::import_torchvision_vgg(&a, &weights, &dev)?
-                }
-            });
+            let net = faithful::models::import_torchvision(&arch, &weights, num_classes, &dev, 0)?;
             faithful::models::save_model(&net, &out)?;
             println!(
                 "wrote {} ({} parameters, {} classes)",

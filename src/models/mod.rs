@@ -10,6 +10,7 @@ pub mod head;
 pub mod network;
 pub mod resnet;
 pub mod torchvision;
+pub mod torchvision_resnet;
 pub mod vgg;
 
 pub use head::{HeadDropout, PiecewiseLinearHead};
@@ -26,6 +27,33 @@ use burn::prelude::*;
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// Imports torchvision weights (`.safetensors` or `.pth`) of the named network: `vgg11_bn`,
+/// `vgg13_bn`, `vgg16_bn`, `vgg19_bn`, `resnet18` or `resnet34`. With `num_classes` the last
+/// layer is replaced by a fresh one (seeded by `seed`) with that many outputs.
+pub fn import_torchvision(
+    name: &str,
+    weights: &Path,
+    num_classes: Option<usize>,
+    device: &Device,
+    seed: u64,
+) -> Result<Network> {
+    let classes = num_classes.unwrap_or(1000);
+    let new_head = num_classes.map(|_| seed);
+    if name.starts_with("resnet") {
+        let arch = ResNetArch::torchvision(name, classes)?;
+        return Ok(torchvision_resnet::import_torchvision_resnet(
+            &arch, weights, device, new_head,
+        )?
+        .into());
+    }
+    let arch = torchvision_vgg_arch(name, classes)?;
+    Ok(match new_head {
+        Some(seed) => import_torchvision_vgg_new_head(&arch, weights, device, seed)?,
+        None => import_torchvision_vgg(&arch, weights, device)?,
+    }
+    .into())
+}
 
 /// Path of the architecture JSON that accompanies a weights file.
 pub fn arch_path(weights: &Path) -> PathBuf {

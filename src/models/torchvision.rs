@@ -33,8 +33,8 @@ pub fn torchvision_vgg_arch(name: &str, num_classes: usize) -> Result<VggArch> {
         "vgg16_bn" => "vgg16",
         "vgg19_bn" => "vgg19",
         other => bail!(
-            "unknown torchvision model '{other}': expected vgg11_bn, vgg13_bn, vgg16_bn or \
-             vgg19_bn (the variants without BatchNorm are not supported)"
+            "unknown torchvision model '{other}': expected vgg11_bn, vgg13_bn, vgg16_bn, \
+             vgg19_bn, resnet18 or resnet34 (VGGs without BatchNorm are not supported)"
         ),
     };
     let arch = VggArch {
@@ -247,6 +247,12 @@ fn read_pth(path: &Path) -> Result<StateDict> {
 /// `module.features.0.weight`, ...) is accepted: the prefix in front of `features.0.weight` is
 /// stripped and entries without it are ignored.
 pub(crate) fn read_state_dict(path: &Path) -> Result<StateDict> {
+    read_state_dict_anchored(path, "features.0.weight")
+}
+
+/// [`read_state_dict`] for a network whose first tensor is named `anchor` (VGG:
+/// `features.0.weight`, ResNet: `conv1.weight`): a prefix in front of it is stripped.
+pub(crate) fn read_state_dict_anchored(path: &Path, anchor: &str) -> Result<StateDict> {
     check_weights_file(path)?;
     let mut head = Vec::with_capacity(9);
     {
@@ -265,12 +271,12 @@ pub(crate) fn read_state_dict(path: &Path) -> Result<StateDict> {
     } else {
         read_pth(path)?
     };
-    if sd.contains_key("features.0.weight") {
+    if sd.contains_key(anchor) {
         return Ok(sd);
     }
     let prefix = sd
         .keys()
-        .find_map(|k| k.strip_suffix("features.0.weight"))
+        .find_map(|k| k.strip_suffix(anchor))
         .map(str::to_string);
     match prefix {
         Some(p) => Ok(sd
@@ -297,7 +303,7 @@ fn check_weights_file(path: &Path) -> Result<()> {
 }
 
 /// Collects the tensors a network takes from a state_dict and everything that went wrong.
-struct Taker<'a> {
+pub(crate) struct Taker<'a> {
     sd: &'a StateDict,
     used: BTreeSet<String>,
     missing: Vec<String>,
@@ -305,8 +311,54 @@ struct Taker<'a> {
     bad_values: Vec<String>,
 }
 
-impl Taker<'_> {
-    fn take(&mut self, name: &str, shape: &[usize]) -> Option<Vec<f32>> {
+impl<'a> Taker<'a> {
+    /// A taker of `sd`'s tensors.
+    pub(crate) fn new(sd: &'a StateDict) -> Self {
+        Taker {
+            sd,
+            used: BTreeSet::new(),
+            missing: Vec::new(),
+            misshaped: Vec::new(),
+            bad_values: Vec::new(),
+        }
+    }
+
+    /// Every problem found, and every tensor of the file that was not used, in one error
+    /// naming `origin` and describing the network as `what`.
+    pub(crate) fn finish(self, origin: &Path, what: &str) -> Result<()> {
+        let unused: Vec<&str> = self
+            .sd
+            .keys()
+            .filter(|k| !self.used.contains(*k))
+            .map(String::as_str)
+            .collect();
+        let clean =
+            self.missing.is_empty() && self.misshaped.is_empty() && self.bad_values.is_empty();
+        if clean && unused.is_empty() {
+            return Ok(());
+        }
+        let mut msg = format!(
+            "{}: the weights do not fit the network ({what})",
+            origin.display()
+        );
+        if !self.missing.is_empty() {
+            msg += &format!("\n  missing: {}", self.missing.join(", "));
+        }
+        if !self.misshaped.is_empty() {
+            msg += &format!("\n  mis-shaped: {}", self.misshaped.join("; "));
+        }
+        if !self.bad_values.is_empty() {
+            msg += &format!("\n  bad values: {}", self.bad_values.join("; "));
+        }
+        if !unused.is_empty() {
+            msg += &format!("\n  unused: {}", unused.join(", "));
+        }
+        bail!(msg)
+    }
+
+    /// The values of tensor `name`, which must have `shape`, finite floats; `None` (and a
+    /// recorded problem) otherwise.
+    pub(crate) fn take(&mut self, name: &str, shape: &[usize]) -> Option<Vec<f32>> {
         let Some(t) = self.sd.get(name) else {
             self.missing.push(name.to_string());
             return None;
@@ -333,14 +385,19 @@ impl Taker<'_> {
         Some(v.clone())
     }
 
-    fn ignore(&mut self, name: &str) {
+    /// Marks `name` as used without taking it (e.g. `num_batches_tracked`).
+    pub(crate) fn ignore(&mut self, name: &str) {
         if self.sd.contains_key(name) {
             self.used.insert(name.to_string());
         }
     }
 }
 
-fn tensor<const D: usize>(values: Vec<f32>, shape: &[usize], device: &Device) -> Tensor<D> {
+pub(crate) fn tensor<const D: usize>(
+    values: Vec<f32>,
+    shape: &[usize],
+    device: &Device,
+) -> Tensor<D> {
     Tensor::from_data(TensorData::new(values, shape.to_vec()), device)
 }
 
@@ -359,13 +416,7 @@ pub(crate) fn apply_state_dict(
     let (indices, _) = torchvision_feature_indices(arch)
         .with_context(|| format!("{}: cannot map the architecture", origin.display()))?;
     let mut model = arch.init(device, new_head.unwrap_or(0))?;
-    let mut tk = Taker {
-        sd,
-        used: BTreeSet::new(),
-        missing: Vec::new(),
-        misshaped: Vec::new(),
-        bad_values: Vec::new(),
-    };
+    let mut tk = Taker::new(sd);
     for (block, idx) in model.blocks.iter_mut().zip(&indices) {
         let conv = format!("features.{}", idx.conv);
         let wshape = block.conv.weight.dims();
@@ -419,33 +470,14 @@ pub(crate) fn apply_state_dict(
             lin.bias = Some(Param::from_tensor(tensor(v, &[d_out], device)));
         }
     }
-    let unused: Vec<&String> = sd.keys().filter(|k| !tk.used.contains(*k)).collect();
-    let clean = tk.missing.is_empty() && tk.misshaped.is_empty() && tk.bad_values.is_empty();
-    if !clean || !unused.is_empty() {
-        let mut msg = format!(
-            "{}: the weights do not fit the network (layout '{}', {} conv layers, hidden {:?}, \
-             {} classes)",
-            origin.display(),
-            arch.layout,
-            indices.len(),
-            arch.hidden,
-            arch.num_classes
-        );
-        if !tk.missing.is_empty() {
-            msg += &format!("\n  missing: {}", tk.missing.join(", "));
-        }
-        if !tk.misshaped.is_empty() {
-            msg += &format!("\n  mis-shaped: {}", tk.misshaped.join("; "));
-        }
-        if !tk.bad_values.is_empty() {
-            msg += &format!("\n  bad values: {}", tk.bad_values.join("; "));
-        }
-        if !unused.is_empty() {
-            let names: Vec<&str> = unused.iter().map(|s| s.as_str()).collect();
-            msg += &format!("\n  unused: {}", names.join(", "));
-        }
-        bail!(msg);
-    }
+    let what = format!(
+        "layout '{}', {} conv layers, hidden {:?}, {} classes",
+        arch.layout,
+        indices.len(),
+        arch.hidden,
+        arch.num_classes
+    );
+    tk.finish(origin, &what)?;
     Ok(model)
 }
 
