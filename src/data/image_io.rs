@@ -52,25 +52,200 @@ pub fn check_regular_file(path: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Decodes a JPEG file in strict mode, failing on a corrupt scan. The decoder `image` uses
-/// renders corrupt entropy-coded data as it can, without an error (as browsers do), so a
-/// damaged photo would otherwise reach the network as garbage pixels.
-fn check_jpeg_strictly(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read image file {}", path.display()))?;
+/// Checks a JPEG in strict mode, failing on a corrupt scan. libjpeg (like PIL) renders
+/// corrupt entropy-coded data as it can, with only a warning, so a damaged photo would
+/// otherwise reach the network as garbage pixels; zune-jpeg's strict mode refuses it.
+fn check_jpeg_strictly(bytes: &[u8], path: &Path) -> Result<()> {
     let options = zune_core::options::DecoderOptions::default()
         .set_strict_mode(true)
         .set_max_width(MAX_IMAGE_SIDE as usize)
         .set_max_height(MAX_IMAGE_SIDE as usize);
-    zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(&bytes), options)
+    zune_jpeg::JpegDecoder::new_with_options(std::io::Cursor::new(bytes), options)
         .decode()
         .map_err(|e| anyhow::anyhow!("image file {} is a corrupt JPEG: {e:?}", path.display()))?;
     Ok(())
 }
 
+/// Decodes a JPEG file to interleaved 8-bit RGB exactly as PIL does
+/// (`Image.open(p).convert("RGB")`), so that a model imported from PyTorch sees the pixels it
+/// was trained and tested on. Returns `(rgb, height, width)`.
+///
+/// PIL decodes with libjpeg-turbo at its defaults: the accurate integer IDCT (ISLOW),
+/// "fancy" (triangle-filter) chroma upsampling and libjpeg's fixed-point YCbCr->RGB tables.
+/// Other decoders (zune-jpeg, jpeg-decoder) use other IDCTs and upsamplers and differ by up
+/// to 5 levels, so faithful decodes with libjpeg itself (mozjpeg's build of libjpeg-turbo,
+/// same decoder). Grayscale is replicated to the three channels, and CMYK/YCCK files are
+/// converted with PIL's formula; other colour spaces are refused.
+fn decode_jpeg_like_pil(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, usize, usize)> {
+    // libjpeg reports a fatal error by unwinding out of the C code (the mozjpeg crate's error
+    // handler, which starts with this prefix); turn that into an error, and let any other
+    // panic (a bug) propagate as usual.
+    const LIBJPEG_PREFIX: &str = "libjpeg fatal error: ";
+    match std::panic::catch_unwind(|| decode_jpeg_unwinding(bytes, path)) {
+        Ok(decoded) => decoded,
+        Err(payload) => match payload.downcast::<String>() {
+            Ok(msg) if msg.starts_with(LIBJPEG_PREFIX) => bail!(
+                "image file {} is not a readable JPEG: {}",
+                path.display(),
+                &msg[LIBJPEG_PREFIX.len()..]
+            ),
+            Ok(msg) => std::panic::resume_unwind(msg),
+            Err(other) => std::panic::resume_unwind(other),
+        },
+    }
+}
+
+/// [`decode_jpeg_like_pil`] without the unwinding guard: libjpeg's fatal errors unwind.
+fn decode_jpeg_unwinding(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, usize, usize)> {
+    use mozjpeg::ColorSpace;
+    let name = path.display();
+    // reads the headers only: the size is checked before any pixel buffer is allocated
+    let jpeg = mozjpeg::Decompress::new_mem(bytes)
+        .with_context(|| format!("image file {name} is not a readable JPEG"))?;
+    let (w, h) = jpeg.size();
+    ensure!(w > 0 && h > 0, "image file {name} is empty");
+    let side = MAX_IMAGE_SIDE as usize;
+    ensure!(
+        w <= side && h <= side,
+        "image file {name} is {w}x{h}, over the decoder limit of {side} pixels a side"
+    );
+    // the decoded samples (4 a pixel for CMYK); a progressive file also holds its DCT
+    // coefficients too, about twice as many bytes
+    let samples = (w * h) as u64 * jpeg.components().len().max(3) as u64;
+    ensure!(
+        samples <= MAX_DECODE_BYTES,
+        "image file {name} is {w}x{h}: decoding it needs {} MiB, over the decoder limit of {} \
+         MiB",
+        samples >> 20,
+        MAX_DECODE_BYTES >> 20
+    );
+    ensure!(
+        jpeg_reaches_its_end(bytes),
+        "image file {name} is a truncated JPEG (its data ends before the end-of-image marker)"
+    );
+    check_jpeg_strictly(bytes, path)?;
+    let unreadable = || format!("cannot decode image file {name}");
+    let rgb = match jpeg.color_space() {
+        // 3-component JPEGs (YCbCr, or RGB stored as is) become RGB in libjpeg, as in PIL
+        ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB => {
+            let mut started = jpeg.rgb().with_context(unreadable)?;
+            let rgb: Vec<u8> = started.read_scanlines().with_context(unreadable)?;
+            started.finish().with_context(unreadable)?;
+            rgb
+        }
+        ColorSpace::JCS_GRAYSCALE => {
+            let mut started = jpeg.grayscale().with_context(unreadable)?;
+            let grey: Vec<u8> = started.read_scanlines().with_context(unreadable)?;
+            started.finish().with_context(unreadable)?;
+            grey.iter().flat_map(|&v| [v; 3]).collect()
+        }
+        ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => {
+            let mut started = jpeg
+                .to_colorspace(ColorSpace::JCS_CMYK)
+                .with_context(unreadable)?;
+            let cmyk: Vec<u8> = started.read_scanlines().with_context(unreadable)?;
+            started.finish().with_context(unreadable)?;
+            cmyk.chunks_exact(4)
+                .flat_map(inverted_cmyk_to_rgb)
+                .collect()
+        }
+        other => bail!("image file {name}: unsupported JPEG colour space {other:?}"),
+    };
+    ensure!(
+        rgb.len() == 3 * w * h,
+        "image file {name}: decoded {} values, expected {w}x{h}x3",
+        rgb.len()
+    );
+    Ok((rgb, h, w))
+}
+
+/// Whether libjpeg, reading `bytes` from the start-of-image marker, reaches the end-of-image
+/// marker before the data ends. A truncated file is refused, as PIL refuses it ("image file is
+/// truncated"): libjpeg alone only warns and fills the missing part with grey.
+///
+/// Walks the markers as libjpeg's `read_markers` does: stray bytes between segments are
+/// skipped, a segment is skipped by its length, and a scan's entropy-coded data runs to the
+/// next marker that is not a restart marker (`FF D0`..`FF D7`) or a stuffed zero (`FF 00`).
+/// A marker libjpeg refuses (an unknown or unsupported one, a second start-of-image, a bad
+/// length) counts as an end here, so that the caller reports libjpeg's own error.
+fn jpeg_reaches_its_end(bytes: &[u8]) -> bool {
+    // index of the marker code after the `FF`s that start at or after `from`, if any
+    let next_marker = |from: usize| -> Option<usize> {
+        let ff = from + bytes.get(from..)?.iter().position(|&b| b == 0xFF)?;
+        let code = ff + bytes[ff..].iter().position(|&b| b != 0xFF)?;
+        Some(code)
+    };
+    let mut at = 2; // after the start-of-image marker (libjpeg checks that one)
+    loop {
+        let Some(m) = next_marker(at) else {
+            return false;
+        };
+        at = m + 1;
+        match bytes[m] {
+            // a stuffed zero outside a scan (skipped as stray data), TEM and restart markers
+            // carry no length
+            0x00 | 0x01 | 0xD0..=0xD7 => {}
+            marker if libjpeg_reads_segment(marker) => {
+                let Some(len) = bytes.get(at..at + 2) else {
+                    return false;
+                };
+                let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+                if len < 2 {
+                    return true;
+                }
+                at += len;
+                if at > bytes.len() {
+                    return false;
+                }
+                if marker == 0xDA {
+                    // skip the entropy-coded data of the scan
+                    loop {
+                        let Some(m) = next_marker(at) else {
+                            return false;
+                        };
+                        if matches!(bytes[m], 0x00 | 0xD0..=0xD7) {
+                            at = m + 1;
+                        } else {
+                            at = m - 1; // the `FF` before the marker
+                            break;
+                        }
+                    }
+                }
+            }
+            // end-of-image, or a marker libjpeg stops on with an error of its own
+            _ => return true,
+        }
+    }
+}
+
+/// Whether libjpeg reads a segment with a length after `marker`: the frame headers it decodes
+/// (SOF0/1/2/9/10), Huffman and arithmetic tables, DNL, quantization tables, the restart
+/// interval, APPn, COM, and start-of-scan. It stops on the other markers with an error.
+fn libjpeg_reads_segment(marker: u8) -> bool {
+    matches!(
+        marker,
+        0xC0..=0xC2 | 0xC4 | 0xC9 | 0xCA | 0xCC | 0xDA..=0xDD | 0xE0..=0xEF | 0xFE
+    )
+}
+
+/// PIL's conversion of a CMYK JPEG pixel to RGB. PIL assumes Adobe's convention (the samples
+/// are stored inverted, as Photoshop writes them) and undoes it, then converts with
+/// `Convert.c`'s `cmyk2rgb`: `nk = 255 - k`, channel = `nk - c * nk / 255` with PIL's rounded
+/// integer division by 255.
+fn inverted_cmyk_to_rgb(stored: &[u8]) -> [u8; 3] {
+    let [c, m, y, k] = [stored[0], stored[1], stored[2], stored[3]].map(|v| 255 - u32::from(v));
+    let nk = 255 - k;
+    let muldiv255 = |a: u32| {
+        let t = a * nk + 128;
+        ((t >> 8) + t) >> 8
+    };
+    [c, m, y].map(|v| (nk - muldiv255(v)) as u8)
+}
+
 /// Decodes an image file into RGB CHW `f32` in `[0,1]` at its own size.
 /// Returns `(pixels, height, width)`. Grayscale and alpha images are converted to RGB (alpha
-/// is dropped).
+/// is dropped). JPEGs are decoded pixel for pixel as PIL (and so torchvision's usual
+/// pipeline) decodes them; see [`decode_jpeg_like_pil`].
 pub fn read_rgb(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     check_regular_file(path, "image file")?;
     let mut reader = image::ImageReader::open(path)
@@ -78,24 +253,29 @@ pub fn read_rgb(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
         .with_guessed_format()
         .with_context(|| format!("cannot read image file {}", path.display()))?;
     reader.limits(decode_limits());
-    if reader.format().is_none() {
-        bail!(
+    let (rgb, h, w) = match reader.format() {
+        None => bail!(
             "image file {}: unsupported or unrecognised image format",
             path.display()
-        );
-    }
-    if reader.format() == Some(image::ImageFormat::Jpeg) {
-        check_jpeg_strictly(path)?;
-    }
-    let img = reader
-        .decode()
-        .with_context(|| format!("cannot decode image file {}", path.display()))?
-        .to_rgb8();
-    let (w, h) = (img.width() as usize, img.height() as usize);
+        ),
+        Some(image::ImageFormat::Jpeg) => {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("cannot read image file {}", path.display()))?;
+            decode_jpeg_like_pil(&bytes, path)?
+        }
+        Some(_) => {
+            let img = reader
+                .decode()
+                .with_context(|| format!("cannot decode image file {}", path.display()))?
+                .to_rgb8();
+            let (w, h) = (img.width() as usize, img.height() as usize);
+            (img.into_raw(), h, w)
+        }
+    };
     ensure!(w > 0 && h > 0, "image file {} is empty", path.display());
     let p = w * h;
     let mut out = vec![0f32; 3 * p];
-    for (i, px) in img.pixels().enumerate() {
+    for (i, px) in rgb.chunks_exact(3).enumerate() {
         for c in 0..3 {
             out[c * p + i] = px[c] as f32 / 255.0;
         }
@@ -349,6 +529,124 @@ mod tests {
         let err = format!("{:#}", read_rgb(&bad).unwrap_err());
         assert!(err.contains("bad.jpg") && err.contains("corrupt"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A small textured JPEG written by `image`'s encoder (4:2:0 YCbCr).
+    fn small_jpeg(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 9) as u8, (y * 13) as u8, ((x * y) % 251) as u8])
+        });
+        let mut bytes = Vec::new();
+        img.write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn jpegs_larger_than_the_decode_limits_are_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = small_jpeg(16, 16);
+        // the frame header (SOF0: FF C0, length, precision) holds height then width
+        let sof = bytes.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        let claim = |h: u16, w: u16| {
+            let mut b = bytes.clone();
+            b[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
+            b[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
+            b
+        };
+        let tall = dir.path().join("tall.jpg");
+        std::fs::write(&tall, claim(20_000, 16)).unwrap();
+        let err = format!("{:#}", read_rgb(&tall).unwrap_err());
+        assert!(err.contains("tall.jpg") && err.contains("limit"), "{err}");
+        // both sides allowed, but 8000x8000 RGB needs 183 MiB > MAX_DECODE_BYTES
+        let big = dir.path().join("big.jpg");
+        std::fs::write(&big, claim(8000, 8000)).unwrap();
+        let err = format!("{:#}", read_rgb(&big).unwrap_err());
+        assert!(err.contains("big.jpg") && err.contains("limit"), "{err}");
+    }
+
+    #[test]
+    fn a_truncated_jpeg_is_refused() {
+        // PIL refuses it too ("image file is truncated"); libjpeg alone would pad it with grey
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = small_jpeg(64, 64);
+        for keep in [bytes.len() / 2, bytes.len() - 40, bytes.len() - 2] {
+            let cut = dir.path().join(format!("cut{keep}.jpg"));
+            std::fs::write(&cut, &bytes[..keep]).unwrap();
+            let err = format!("{:#}", read_rgb(&cut).unwrap_err());
+            assert!(
+                err.contains(&format!("cut{keep}.jpg")) && err.contains("truncated"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_marker_walk_finds_the_end_of_image_as_libjpeg_does() {
+        const SOI: [u8; 2] = [0xFF, 0xD8];
+        const EOI: [u8; 2] = [0xFF, 0xD9];
+        // an APP1 segment holding an end-of-image marker (an EXIF thumbnail does)
+        let app1 = [0xFF, 0xE1, 0x00, 0x06, 0xFF, 0xD9, 0x00, 0x00];
+        // a scan header (length 3, contents not read) and entropy-coded data with a stuffed
+        // zero, a restart marker and fill bytes
+        let scan = [
+            0xFF, 0xDA, 0x00, 0x03, 0x01, 0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD3, 0x56, 0xFF, 0xFF,
+        ];
+        let file = |parts: &[&[u8]]| parts.concat();
+        assert!(jpeg_reaches_its_end(&file(&[&SOI, &app1, &scan, &EOI])));
+        // stray bytes before the end-of-image marker: libjpeg skips them with a warning
+        assert!(jpeg_reaches_its_end(&file(&[
+            &SOI,
+            &scan,
+            &[1, 2, 3],
+            &EOI
+        ])));
+        // cut inside the scan, in the APP1 segment (its FF D9 does not count), or just
+        // before the end-of-image marker
+        assert!(!jpeg_reaches_its_end(&file(&[&SOI, &app1, &scan])));
+        assert!(!jpeg_reaches_its_end(&file(&[&SOI, &app1[..5]])));
+        assert!(!jpeg_reaches_its_end(&file(&[&SOI, &app1, &scan, &[0xFF]])));
+        // markers libjpeg stops on with its own error end the walk
+        assert!(jpeg_reaches_its_end(&file(&[&SOI, &[0xFF, 0xF0], &scan])));
+        assert!(jpeg_reaches_its_end(&file(&[
+            &SOI,
+            &[0xFF, 0xE0, 0x00, 0x01]
+        ])));
+    }
+
+    #[test]
+    fn bytes_that_only_start_like_a_jpeg_are_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fake.jpg");
+        // no frame header before the end-of-image marker
+        std::fs::write(&path, [0xFF, 0xD8, 0xFF, 0xD9]).unwrap();
+        let err = format!("{:#}", read_rgb(&path).unwrap_err());
+        assert!(err.contains("fake.jpg"), "{err}");
+        // a frame header too short to hold its fields: one of libjpeg's fatal errors, which
+        // unwinds out of the C code and must come back as an error, not a panic
+        std::fs::write(
+            &path,
+            [0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x03, 0x99, 0xFF, 0xD9],
+        )
+        .unwrap();
+        let err = format!("{:#}", read_rgb(&path).unwrap_err());
+        assert!(
+            err.contains("fake.jpg") && err.contains("not a readable JPEG: Bogus marker length"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cmyk_pixels_convert_as_pil_does() {
+        // stored inverted (Adobe); PIL: nk = 255 - k, channel = nk - c*nk/255 (rounded)
+        assert_eq!(inverted_cmyk_to_rgb(&[255, 255, 255, 255]), [255, 255, 255]);
+        assert_eq!(inverted_cmyk_to_rgb(&[0, 255, 255, 255]), [0, 255, 255]);
+        assert_eq!(inverted_cmyk_to_rgb(&[255, 255, 255, 0]), [0, 0, 0]);
+        // c = k = 100: nk = 155, 100*155/255 = 60.8 -> 61, 155 - 61 = 94
+        assert_eq!(inverted_cmyk_to_rgb(&[155, 255, 255, 155]), [94, 155, 155]);
     }
 
     #[test]
