@@ -376,6 +376,38 @@ impl FamilyNet for ResNet {
     }
 }
 
+/// The [`FamilyArch`] methods of an architecture struct with the usual fields (`num_classes`,
+/// `input_size`, `width_divisor`, `dropout`).
+macro_rules! common_arch_fields {
+    () => {
+        fn num_classes(&self) -> usize {
+            self.num_classes
+        }
+        fn input_size(&self) -> usize {
+            self.input_size
+        }
+        fn for_data(&self, num_classes: usize, input_size: usize) -> Self {
+            Self {
+                num_classes,
+                input_size,
+                ..self.clone()
+            }
+        }
+        fn width_divisor(&self) -> usize {
+            self.width_divisor
+        }
+        fn thinner(&self, divisor: usize) -> Self {
+            Self {
+                width_divisor: self.width_divisor * divisor,
+                ..self.clone()
+            }
+        }
+        fn dropout(&self) -> f64 {
+            self.dropout
+        }
+    };
+}
+
 impl FamilyArch for VggArch {
     type Net = Vgg;
     fn init(&self, device: &Device, seed: u64) -> Result<Vgg> {
@@ -384,33 +416,9 @@ impl FamilyArch for VggArch {
     fn validate(&self) -> Result<()> {
         super::check_vgg_arch(self)
     }
-    fn num_classes(&self) -> usize {
-        self.num_classes
-    }
-    fn input_size(&self) -> usize {
-        self.input_size
-    }
-    fn for_data(&self, num_classes: usize, input_size: usize) -> Self {
-        VggArch {
-            num_classes,
-            input_size,
-            ..self.clone()
-        }
-    }
-    fn width_divisor(&self) -> usize {
-        self.width_divisor
-    }
-    fn thinner(&self, divisor: usize) -> Self {
-        VggArch {
-            width_divisor: self.width_divisor * divisor,
-            ..self.clone()
-        }
-    }
+    common_arch_fields!();
     fn attribution_shape(&self) -> Result<(usize, usize)> {
         VggArch::attribution_shape(self)
-    }
-    fn dropout(&self) -> f64 {
-        self.dropout
     }
     fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>> {
         super::expected_vgg_tensors(self)
@@ -442,33 +450,9 @@ impl FamilyArch for ResNetArch {
     fn validate(&self) -> Result<()> {
         ResNetArch::validate(self)
     }
-    fn num_classes(&self) -> usize {
-        self.num_classes
-    }
-    fn input_size(&self) -> usize {
-        self.input_size
-    }
-    fn for_data(&self, num_classes: usize, input_size: usize) -> Self {
-        ResNetArch {
-            num_classes,
-            input_size,
-            ..self.clone()
-        }
-    }
-    fn width_divisor(&self) -> usize {
-        self.width_divisor
-    }
-    fn thinner(&self, divisor: usize) -> Self {
-        ResNetArch {
-            width_divisor: self.width_divisor * divisor,
-            ..self.clone()
-        }
-    }
+    common_arch_fields!();
     fn attribution_shape(&self) -> Result<(usize, usize)> {
         ResNetArch::attribution_shape(self)
-    }
-    fn dropout(&self) -> f64 {
-        self.dropout
     }
     fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>> {
         ResNetArch::expected_tensors(self)
