@@ -290,7 +290,7 @@ fn main() -> Result<()> {
             let written = match format {
                 ExportFormat::Onnx => {
                     let path = out.with_extension("onnx");
-                    faithful::export::export_onnx(net.as_vgg("ONNX export")?, &path, norm)?;
+                    faithful::export::export_onnx(&net, &path, norm)?;
                     path.display().to_string()
                 }
                 ExportFormat::Torch => {

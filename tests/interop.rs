@@ -610,7 +610,12 @@ fn onnx_graph_structure_and_folded_batch_norm() {
     let dir = tmp("onnx-structure");
     let net = export_cases(&device).remove(0).1; // 4,M,8,M with hidden [6], 5 classes
     let path = dir.join("m.onnx");
-    export_onnx(&net, &path, Some(([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]))).unwrap();
+    export_onnx(
+        &net.clone().into(),
+        &path,
+        Some(([0.5, 0.4, 0.3], [0.2, 0.25, 0.3])),
+    )
+    .unwrap();
     let m = decode(&path);
     assert_eq!((m.ir_version, m.opset_import[0].version), (8, 13));
     let g = m.graph.unwrap();
@@ -681,7 +686,7 @@ fn onnx_graph_structure_and_folded_batch_norm() {
     b.bn.running_mean = RunningState::new(t(vec![1.5]));
     b.bn.running_var = RunningState::new(t(vec![3.0]));
     let path = dir.join("one.onnx");
-    export_onnx(&one, &path, None).unwrap();
+    export_onnx(&one.clone().into(), &path, None).unwrap();
     let g = decode(&path).graph.unwrap();
     let raw = |name: &str| -> Vec<f32> {
         g.initializer
@@ -741,7 +746,7 @@ fn onnx_export_matches_onnxruntime() {
             .collect();
         let logits = floats(net.forward(tensor4(&xn, n, 8, &device)));
         let path = dir.join(format!("{name}.onnx"));
-        export_onnx(&net, &path, Some((mean, std))).unwrap();
+        export_onnx(&net.clone().into(), &path, Some((mean, std))).unwrap();
         let (xi, lo) = (
             dir.join(format!("{name}.x.f32")),
             dir.join(format!("{name}.y.f32")),
@@ -759,7 +764,7 @@ fn onnx_export_matches_onnxruntime() {
         );
         // without normalisation the graph takes the normalised input directly
         let plain = dir.join(format!("{name}.plain.onnx"));
-        export_onnx(&net, &plain, None).unwrap();
+        export_onnx(&net.clone().into(), &plain, None).unwrap();
         write_f32(&xi, &xn);
         run_python(
             "check_onnx.py",
@@ -767,6 +772,77 @@ fn onnx_export_matches_onnxruntime() {
                 plain.to_str().unwrap(),
                 xi.to_str().unwrap(),
                 "3,3,8,8",
+                lo.to_str().unwrap(),
+            ],
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// ResNets of both stems (the ImageNet stem has the padded max-pool), with identity and
+/// projection shortcuts and random BatchNorm statistics, give onnxruntime's logits.
+#[test]
+fn resnet_onnx_export_matches_onnxruntime() {
+    if !python_with("onnxruntime, numpy") {
+        eprintln!(
+            "SKIPPED: onnxruntime check of the ResNet export (python3 with onnxruntime and numpy \
+             not found; pip install onnxruntime numpy)"
+        );
+        return;
+    }
+    use faithful::models::resnet::{ResNetArch, Stem};
+    let device = Device::flex();
+    let dir = tmp("onnx-resnet");
+    for (name, stem, layout) in [
+        ("small", Stem::Small, "1,2"),
+        ("imagenet", Stem::Imagenet, "2,1"),
+    ] {
+        let arch = ResNetArch {
+            layout: layout.into(),
+            stem,
+            base_width: 4,
+            num_classes: 5,
+            input_size: 32,
+            ..ResNetArch::default()
+        };
+        let mut net = arch.init(&device, 7).unwrap();
+        let mut draw = 100u64;
+        let mut randomize = |bn: &mut burn::nn::BatchNorm| {
+            let c = bn.gamma.dims()[0];
+            let mut r = |lo: f64, hi: f64| {
+                draw += 1;
+                faithful::util::seeded_random([c], Distribution::Uniform(lo, hi), &device, draw)
+            };
+            bn.gamma = Param::from_tensor(r(0.5, 1.5));
+            bn.beta = Param::from_tensor(r(-0.3, 0.3));
+            bn.running_mean = RunningState::new(r(-0.2, 0.2));
+            bn.running_var = RunningState::new(r(0.5, 1.5));
+        };
+        randomize(&mut net.bn1);
+        for block in net.layers.iter_mut().flatten() {
+            randomize(&mut block.bn1);
+            randomize(&mut block.bn2);
+            if let Some(bn) = block.downsample_bn.as_mut() {
+                randomize(bn);
+            }
+        }
+        let net: faithful::models::Network = net.into();
+        let x = input(3, 32, 5);
+        let logits = floats(net.forward(tensor4(&x, 3, 32, &device)));
+        let path = dir.join(format!("{name}.onnx"));
+        export_onnx(&net, &path, None).unwrap();
+        let (xi, lo) = (
+            dir.join(format!("{name}.x.f32")),
+            dir.join(format!("{name}.y.f32")),
+        );
+        write_f32(&xi, &x);
+        write_f32(&lo, &logits);
+        run_python(
+            "check_onnx.py",
+            &[
+                path.to_str().unwrap(),
+                xi.to_str().unwrap(),
+                "3,3,32,32",
                 lo.to_str().unwrap(),
             ],
         );

@@ -236,12 +236,7 @@ fn f16_bf16_and_f64_weights_load_as_the_f32_network() {
         );
         assert_eq!(logits(&net), expected, "{name}");
         // and the exporter takes the converted network
-        export_onnx(
-            net.as_vgg("test").unwrap(),
-            &dir.join(format!("{name}.onnx")),
-            None,
-        )
-        .unwrap();
+        export_onnx(&net, &dir.join(format!("{name}.onnx")), None).unwrap();
     }
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -305,7 +300,7 @@ fn non_finite_weights_are_refused_on_onnx_and_torch_export() {
         &device,
     )));
     let onnx = dir.join("bad.onnx");
-    let e = err_text(export_onnx(&net, &onnx, None));
+    let e = err_text(export_onnx(&net.clone().into(), &onnx, None));
     assert!(e.contains("bad.onnx"), "{e}");
     assert!(e.contains("classifier.bias holds -inf at element 1"), "{e}");
     assert!(!onnx.exists());
@@ -320,7 +315,7 @@ fn non_finite_weights_are_refused_on_onnx_and_torch_export() {
         TensorData::new(vec![-1.0f32; 4], [4]),
         &device,
     ));
-    let e = err_text(export_onnx(&net, &onnx, None));
+    let e = err_text(export_onnx(&net.into(), &onnx, None));
     assert!(e.contains("bad.onnx") && e.contains("blocks.0.bn"), "{e}");
     assert!(!onnx.exists());
     std::fs::remove_dir_all(&dir).ok();

@@ -5,6 +5,7 @@
 //! architecture lists the real channel counts), so they export as such.
 
 pub mod onnx;
+pub mod onnx_resnet;
 pub mod torch;
 
 pub use onnx::export_onnx;
@@ -53,7 +54,7 @@ pub(crate) struct PlainLinear {
 
 /// The values of a tensor as f32, refusing non-finite ones with an error naming the tensor
 /// (`name`, as burn calls it in a saved model).
-fn finite<const D: usize>(name: &str, t: Tensor<D>) -> Result<Vec<f32>> {
+pub(crate) fn finite<const D: usize>(name: &str, t: Tensor<D>) -> Result<Vec<f32>> {
     let v = values(t).map_err(|e| anyhow!("tensor {name}: {e}"))?;
     match crate::models::torchvision::non_finite(&v) {
         Some(what) => Err(anyhow!("tensor {name} holds {what}")),

@@ -11,8 +11,8 @@
 //! `onnx.proto`; only the fields written here are declared, which decoders accept.
 
 use super::plain;
-use crate::models::Vgg;
 use crate::models::vgg::HeadPool;
+use crate::models::{Network, Vgg};
 use crate::util::write_atomic;
 use anyhow::{Context, Result, ensure};
 use prost::Message;
@@ -209,7 +209,7 @@ pub enum DimensionValue {
     DimParam(String),
 }
 
-fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+pub(crate) fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: ATTR_INTS,
@@ -218,7 +218,7 @@ fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     }
 }
 
-fn attr_int(name: &str, v: i64) -> AttributeProto {
+pub(crate) fn attr_int(name: &str, v: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: ATTR_INT,
@@ -227,7 +227,7 @@ fn attr_int(name: &str, v: i64) -> AttributeProto {
     }
 }
 
-fn attr_float(name: &str, v: f32) -> AttributeProto {
+pub(crate) fn attr_float(name: &str, v: f32) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: ATTR_FLOAT,
@@ -296,15 +296,102 @@ pub fn fold_batch_norm(
     (w, b)
 }
 
-struct GraphBuilder {
-    nodes: Vec<NodeProto>,
-    inits: Vec<TensorProto>,
-    current: String,
+/// Builds a graph node by node; `current` is the value the next node reads by default.
+pub(crate) struct GraphBuilder {
+    pub(crate) nodes: Vec<NodeProto>,
+    pub(crate) inits: Vec<TensorProto>,
+    pub(crate) current: String,
 }
 
 impl GraphBuilder {
+    /// An empty graph reading `input`, starting with `(input - mean) / std` per channel when a
+    /// normalisation is given.
+    pub(crate) fn with_input(normalization: Option<([f32; 3], [f32; 3])>) -> Result<Self> {
+        let mut g = GraphBuilder {
+            nodes: Vec::new(),
+            inits: Vec::new(),
+            current: "input".into(),
+        };
+        if let Some((mean, std)) = normalization {
+            ensure!(
+                std.iter().all(|s| s.is_finite() && *s != 0.0)
+                    && mean.iter().all(|m| m.is_finite()),
+                "normalisation std must be finite and non-zero, mean finite; got mean {mean:?} std {std:?}"
+            );
+            g.init("norm_mean", &[1, 3, 1, 1], &mean);
+            g.init("norm_std", &[1, 3, 1, 1], &std);
+            g.node("Sub", "input_centred", &["norm_mean"], vec![]);
+            g.node("Div", "input_normalised", &["norm_std"], vec![]);
+        }
+        Ok(g)
+    }
+
+    /// Appends a node with exactly these inputs; its output becomes current.
+    pub(crate) fn node_with(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) {
+        let input = inputs.iter().map(|s| s.to_string()).collect();
+        self.nodes.push(NodeProto {
+            input,
+            output: vec![name.into()],
+            name: name.into(),
+            op_type: op.into(),
+            attribute: attrs,
+            domain: String::new(),
+        });
+        self.current = name.into();
+    }
+
+    /// The finished model: input `input` [N, 3, side, side], output `logits` [N, classes].
+    pub(crate) fn finish(self, name: &str, doc: String, side: usize, classes: usize) -> ModelProto {
+        let graph = GraphProto {
+            node: self.nodes,
+            name: name.into(),
+            initializer: self.inits,
+            doc_string: doc,
+            input: vec![value_info(
+                "input",
+                &[
+                    DimensionValue::DimParam("N".into()),
+                    DimensionValue::DimValue(3),
+                    DimensionValue::DimValue(side as i64),
+                    DimensionValue::DimValue(side as i64),
+                ],
+            )],
+            output: vec![value_info(
+                "logits",
+                &[
+                    DimensionValue::DimParam("N".into()),
+                    DimensionValue::DimValue(classes as i64),
+                ],
+            )],
+        };
+        ModelProto {
+            ir_version: IR_VERSION,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: OPSET,
+            }],
+            producer_name: "faithful".into(),
+            producer_version: env!("CARGO_PKG_VERSION").into(),
+            model_version: 1,
+            doc_string: "Attribution-preserving compressed CNN exported by faithful".into(),
+            graph: Some(graph),
+        }
+    }
+
     /// Appends a node fed by the current value (and `extra` inputs); its output becomes current.
-    fn node(&mut self, op: &str, name: &str, extra: &[&str], attrs: Vec<AttributeProto>) {
+    pub(crate) fn node(
+        &mut self,
+        op: &str,
+        name: &str,
+        extra: &[&str],
+        attrs: Vec<AttributeProto>,
+    ) {
         let mut input = vec![self.current.clone()];
         input.extend(extra.iter().map(|s| s.to_string()));
         self.nodes.push(NodeProto {
@@ -318,7 +405,8 @@ impl GraphBuilder {
         self.current = name.into();
     }
 
-    fn init(&mut self, name: &str, dims: &[usize], values: &[f32]) {
+    /// Adds a float initializer.
+    pub(crate) fn init(&mut self, name: &str, dims: &[usize], values: &[f32]) {
         self.inits.push(float_tensor(name, dims, values));
     }
 }
@@ -327,21 +415,7 @@ impl GraphBuilder {
 pub fn onnx_model(model: &Vgg, normalization: Option<([f32; 3], [f32; 3])>) -> Result<ModelProto> {
     let arch = &model.arch;
     let (blocks, linears) = plain(model)?;
-    let mut g = GraphBuilder {
-        nodes: Vec::new(),
-        inits: Vec::new(),
-        current: "input".into(),
-    };
-    if let Some((mean, std)) = normalization {
-        ensure!(
-            std.iter().all(|s| s.is_finite() && *s != 0.0) && mean.iter().all(|m| m.is_finite()),
-            "normalisation std must be finite and non-zero, mean finite; got mean {mean:?} std {std:?}"
-        );
-        g.init("norm_mean", &[1, 3, 1, 1], &mean);
-        g.init("norm_std", &[1, 3, 1, 1], &std);
-        g.node("Sub", "input_centred", &["norm_mean"], vec![]);
-        g.node("Div", "input_normalised", &["norm_std"], vec![]);
-    }
+    let mut g = GraphBuilder::with_input(normalization)?;
     for (i, b) in blocks.iter().enumerate() {
         let [o, c, kh, kw] = b.shape;
         let (w, bias) = fold_batch_norm(
@@ -435,52 +509,24 @@ pub fn onnx_model(model: &Vgg, normalization: Option<([f32; 3], [f32; 3])>) -> R
             g.node("Relu", &format!("fc{j}_relu"), &[], vec![]);
         }
     }
-    let side = arch.input_size as i64;
-    let graph = GraphProto {
-        node: g.nodes,
-        name: "faithful_vgg".into(),
-        initializer: g.inits,
-        doc_string: format!(
-            "faithful VGG, layout '{}', head pool {:?}, hidden {:?}; BatchNorm folded into the \
-             convs (evaluation mode){}",
-            arch.layout,
-            arch.head_pool,
-            arch.hidden,
-            if normalization.is_some() {
-                "; input normalisation included: feed RGB in [0, 1]"
-            } else {
-                "; no input normalisation included"
-            }
-        ),
-        input: vec![value_info(
-            "input",
-            &[
-                DimensionValue::DimParam("N".into()),
-                DimensionValue::DimValue(3),
-                DimensionValue::DimValue(side),
-                DimensionValue::DimValue(side),
-            ],
-        )],
-        output: vec![value_info(
-            "logits",
-            &[
-                DimensionValue::DimParam("N".into()),
-                DimensionValue::DimValue(arch.num_classes as i64),
-            ],
-        )],
-    };
-    Ok(ModelProto {
-        ir_version: IR_VERSION,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: OPSET,
-        }],
-        producer_name: "faithful".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        model_version: 1,
-        doc_string: "Attribution-preserving compressed CNN exported by faithful".into(),
-        graph: Some(graph),
-    })
+    let doc = format!(
+        "faithful VGG, layout '{}', head pool {:?}, hidden {:?}; BatchNorm folded into the \
+         convs (evaluation mode){}",
+        arch.layout,
+        arch.head_pool,
+        arch.hidden,
+        normalization_note(normalization)
+    );
+    Ok(g.finish("faithful_vgg", doc, arch.input_size, arch.num_classes))
+}
+
+/// How the graph's input is to be fed, for its doc string.
+pub(crate) fn normalization_note(normalization: Option<([f32; 3], [f32; 3])>) -> &'static str {
+    if normalization.is_some() {
+        "; input normalisation included: feed RGB in [0, 1]"
+    } else {
+        "; no input normalisation included"
+    }
 }
 
 /// Writes `model` as an ONNX file at `out` (atomically): input `input` `[N, 3, H, W]`, output
@@ -489,12 +535,15 @@ pub fn onnx_model(model: &Vgg, normalization: Option<([f32; 3], [f32; 3])>) -> R
 /// A network holding NaN or infinite values is refused (the error names `out` and the tensor)
 /// and nothing is written.
 pub fn export_onnx(
-    model: &Vgg,
+    model: &Network,
     out: &Path,
     normalization: Option<([f32; 3], [f32; 3])>,
 ) -> Result<()> {
-    let proto = onnx_model(model, normalization)
-        .with_context(|| format!("cannot export {}", out.display()))?;
+    let proto = match model {
+        Network::Vgg(vgg) => onnx_model(vgg, normalization),
+        Network::ResNet(resnet) => super::onnx_resnet::onnx_resnet_model(resnet, normalization),
+    }
+    .with_context(|| format!("cannot export {}", out.display()))?;
     write_atomic(out, &proto.encode_to_vec())
 }
 
