@@ -458,6 +458,8 @@ impl FamilyArch for ResNetArch {
     fn width_divisor(&self) -> usize {
         self.width_divisor
     }
+    /// Multiplies the divisor, which divides explicit `widths` (a pruned network's) as it
+    /// divides `base_width`: every stage and block gets `1/divisor` of its channels, at least 1.
     fn thinner(&self, divisor: usize) -> Self {
         ResNetArch {
             width_divisor: self.width_divisor * divisor,
@@ -474,9 +476,13 @@ impl FamilyArch for ResNetArch {
         ResNetArch::expected_tensors(self)
     }
     fn describe(&self) -> String {
+        let widths = match self.widths_text() {
+            t if t.is_empty() => format!("base width {}", self.base_width),
+            t => format!("widths (out:mid per stage) {t}"),
+        };
         format!(
-            "layout '{}', {:?} stem, base width {}, width divisor {}, {} classes",
-            self.layout, self.stem, self.base_width, self.width_divisor, self.num_classes
+            "layout '{}', {:?} stem, {widths}, width divisor {}, {} classes",
+            self.layout, self.stem, self.width_divisor, self.num_classes
         )
     }
     fn layout_name(&self) -> String {
