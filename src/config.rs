@@ -266,6 +266,9 @@ impl ExperimentConfig {
         let (num_classes, input_size) = self.dataset.shape_hint(&self.data);
         let arch = self.teacher_arch_for(num_classes, input_size);
         arch.validate().context("teacher.arch")?;
+        if self.compressions.iter().any(|c| c == "structured") {
+            self.structured.check_family(&arch)?;
+        }
         arch.thinner(self.kd.width_divisor)
             .validate()
             .context("student architecture (teacher.arch with kd.width_divisor)")?;
@@ -360,6 +363,29 @@ mod tests {
         let resnet = ExperimentConfig::from_toml("[teacher.arch]\nfamily = \"resnet\"\n").unwrap();
         let again = ExperimentConfig::from_toml(&resnet.to_toml().unwrap()).unwrap();
         assert_eq!(again, resnet);
+    }
+
+    #[test]
+    fn structured_settings_are_checked_against_a_resnet_teacher_before_training() {
+        let resnet = "[teacher.arch]\nfamily = \"resnet\"\nlayout = \"1,1\"\n";
+        let text = format!("compressions = [\"structured\"]\n[structured]\nlayers = [0]\n{resnet}");
+        let e = ExperimentConfig::from_toml(&text)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("vgg family only"), "{e:#}");
+        // a pruned resnet's explicit widths are a config table too, and round-trip
+        let text = format!(
+            "{resnet}[[teacher.arch.widths]]\nout = 3\nmid = [2]\n\
+             [[teacher.arch.widths]]\nout = 5\nmid = [4]\n"
+        );
+        let cfg = ExperimentConfig::from_toml(&text).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.teacher.arch.attribution_shape().unwrap().0, 5);
+        assert_eq!(
+            ExperimentConfig::from_toml(&cfg.to_toml().unwrap()).unwrap(),
+            cfg
+        );
     }
 
     #[test]

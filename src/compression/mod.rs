@@ -6,6 +6,7 @@
 
 pub mod kd;
 pub mod structured;
+pub mod structured_resnet;
 pub mod unstructured;
 
 use crate::models::Network;

@@ -4,9 +4,10 @@
 //! first linear layer (channel-major flattening: feature `c*P + p` belongs to channel c). The
 //! result is a genuinely smaller dense network, described by an explicit layout.
 
+use super::structured_resnet::prune_resnet;
 use super::{Budget, Compression, Method, PlannedStage, bce_with_logits};
 use crate::models::vgg::LayoutItem;
-use crate::models::{Network, Vgg, VggArch};
+use crate::models::{Arch, Network, Vgg, VggArch};
 use anyhow::{Result, ensure};
 use burn::module::{Module, Param, RunningState};
 use burn::prelude::*;
@@ -36,6 +37,25 @@ impl Default for FilterPruning {
 }
 
 impl FilterPruning {
+    /// Checks the settings against the family they will prune (also when a config is
+    /// validated, before any training): `layers` names VGG conv layers, so it is refused for a
+    /// ResNet, whose channel groups are all pruned at `rate`.
+    pub fn check_family(&self, arch: &Arch) -> Result<()> {
+        match arch {
+            Arch::Vgg(_) => Ok(()),
+            Arch::ResNet(_) => {
+                ensure!(
+                    self.layers.is_empty(),
+                    "structured.layers ({:?}) selects vgg conv layers and applies to the vgg \
+                     family only; a resnet is pruned in every channel group at \
+                     structured.rate, so leave layers empty",
+                    self.layers
+                );
+                Ok(())
+            }
+        }
+    }
+
     /// The conv layers pruned in a network of `convs` conv layers.
     pub fn selected_layers(&self, convs: usize) -> Vec<usize> {
         if !self.layers.is_empty() {
@@ -68,7 +88,8 @@ pub fn kept_filters(weight: &Tensor<4>, rate: f64) -> Vec<usize> {
     kept
 }
 
-fn index(idx: &[usize], device: &Device) -> Tensor<1, Int> {
+/// The indices as an Int tensor for `select`.
+pub(crate) fn index(idx: &[usize], device: &Device) -> Tensor<1, Int> {
     let v: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
     Tensor::from_data(TensorData::new(v, [idx.len()]), device)
 }
@@ -208,10 +229,18 @@ impl Compression for FilterPruning {
         "structured"
     }
 
+    /// VGG: the selected conv layers, as [`prune_filters`]. ResNet: every channel group at
+    /// `rate`, coupled across residual additions ([`prune_resnet`]); `layers` names VGG conv
+    /// layers and is refused for it.
     fn make_student(&self, base: &Network, device: &Device, _seed: u64) -> Result<Network> {
-        let vgg = base.valid();
-        let pruned = prune_filters(vgg.as_vgg("structured pruning")?, self)?;
-        Ok(Network::Vgg(pruned).fork(device).train())
+        let pruned = match base.valid() {
+            Network::Vgg(vgg) => Network::Vgg(prune_filters(&vgg, self)?),
+            Network::ResNet(resnet) => {
+                self.check_family(&Arch::ResNet(resnet.arch.clone()))?;
+                Network::ResNet(prune_resnet(&resnet, self.rate)?)
+            }
+        };
+        Ok(pruned.fork(device).train())
     }
 
     fn task_loss(&self, student: Tensor<2>, _teacher: Tensor<2>, targets: Tensor<2>) -> Tensor<1> {

@@ -15,7 +15,7 @@ pub mod vgg;
 
 pub use head::{HeadDropout, PiecewiseLinearHead};
 pub use network::{Arch, FAMILIES, FamilyArch, FamilyNet, Network};
-pub use resnet::{ResNet, ResNetArch};
+pub use resnet::{ResNet, ResNetArch, StageWidths};
 pub use torchvision::{
     import_torchvision_vgg, import_torchvision_vgg_new_head, torchvision_vgg_arch,
 };

@@ -396,6 +396,7 @@ macro_rules! common_arch_fields {
         fn width_divisor(&self) -> usize {
             self.width_divisor
         }
+        /// Multiplies the divisor (which also divides a pruned ResNet's explicit widths).
         fn thinner(&self, divisor: usize) -> Self {
             Self {
                 width_divisor: self.width_divisor * divisor,
@@ -458,9 +459,13 @@ impl FamilyArch for ResNetArch {
         ResNetArch::expected_tensors(self)
     }
     fn describe(&self) -> String {
+        let widths = match self.widths_text() {
+            t if t.is_empty() => format!("base width {}", self.base_width),
+            t => format!("widths (out:mid per stage) {t}"),
+        };
         format!(
-            "layout '{}', {:?} stem, base width {}, width divisor {}, {} classes",
-            self.layout, self.stem, self.base_width, self.width_divisor, self.num_classes
+            "layout '{}', {:?} stem, {widths}, width divisor {}, {} classes",
+            self.layout, self.stem, self.width_divisor, self.num_classes
         )
     }
     fn layout_name(&self) -> String {

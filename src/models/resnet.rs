@@ -3,6 +3,10 @@
 //! output (torchvision's `layer4`), the head a global average pool and one linear layer, so the
 //! closed-form Grad-CAM applies.
 //!
+//! Widths normally follow `base_width * 2^s`; a structurally pruned network instead carries
+//! explicit per-stage widths ([`StageWidths`]), because pruning leaves every stage and every
+//! block with its own channel count. The block structure (which blocks project) never changes.
+//!
 //! Tensor names follow torchvision's modules (`conv1`, `bn1`, `layers.{s}.{b}.conv1`,
 //! `layers.{s}.{b}.downsample_conv`, `fc`), with torchvision's `layer1..layer4` as `layers.0..3`.
 
@@ -28,13 +32,30 @@ pub enum Stem {
     Small,
 }
 
+/// Largest channel count a stage can have: `base_width` (at most 4096) doubled over 8 stages.
+/// Explicit widths are held to the same bound, so no description allocates beyond it.
+const MAX_WIDTH: usize = 4096 << 7;
+
+/// Explicit channel counts of one stage, for a network whose widths no longer follow
+/// `base_width * 2^s` (one made by structured pruning).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StageWidths {
+    /// Channels of the stage's residual stream: every block's output and the projection
+    /// shortcut's; in stage 0 also the stem's (its first block has an identity shortcut).
+    pub out: usize,
+    /// Internal channels of each block (its conv1's output = its conv2's input), one entry per
+    /// block of the stage.
+    pub mid: Vec<usize>,
+}
+
 /// Architecture of a [`ResNet`]; saved next to every model so it can be rebuilt.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResNetArch {
     /// Blocks per stage: a preset (`resnet18` = 2,2,2,2; `resnet34` = 3,4,6,3; `small` =
     /// 1,1,1,1) or a list like `2,2`. Stage s has `base_width * 2^s` channels (before the
-    /// divisor); every stage after the first halves the resolution.
+    /// divisor) unless `widths` is given; every stage after the first halves the resolution.
     pub layout: String,
     /// The stem.
     pub stem: Stem,
@@ -48,6 +69,12 @@ pub struct ResNetArch {
     pub input_size: usize,
     /// Dropout probability before the linear head (torchvision: none).
     pub dropout: f64,
+    /// Explicit widths, one entry per stage, replacing `base_width * 2^s` (which is then
+    /// unused); divided by `width_divisor` like derived widths (rounded down, at least 1).
+    /// Absent (the default, and not written) for a network built from `base_width`, so files
+    /// and configs from before pruned ResNets load unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub widths: Option<Vec<StageWidths>>,
 }
 
 impl Default for ResNetArch {
@@ -60,6 +87,7 @@ impl Default for ResNetArch {
             num_classes: 10,
             input_size: 64,
             dropout: 0.0,
+            widths: None,
         }
     }
 }
@@ -79,6 +107,7 @@ impl ResNetArch {
             num_classes,
             input_size: 224,
             dropout: 0.0,
+            widths: None,
         })
     }
 
@@ -112,9 +141,71 @@ impl ResNetArch {
         Ok(blocks)
     }
 
-    /// Output channels of stage `s` (after the divisor).
+    /// Output channels of stage `s` (after the divisor). With explicit widths, `s` must be a
+    /// stage of a validated architecture.
     pub fn stage_width(&self, s: usize) -> usize {
-        (self.base_width << s) / self.width_divisor.max(1)
+        match &self.widths {
+            Some(w) => self.divided(w[s].out),
+            None => (self.base_width << s) / self.width_divisor.max(1),
+        }
+    }
+
+    /// Internal channels of block `b` of stage `s` (after the divisor): the stage's width
+    /// unless explicit widths say otherwise.
+    pub fn mid_width(&self, s: usize, b: usize) -> usize {
+        match &self.widths {
+            Some(w) => self.divided(w[s].mid[b]),
+            None => self.stage_width(s),
+        }
+    }
+
+    /// An explicit width after the divisor. Never 0, so that [`FamilyArch::thinner`] of a
+    /// pruned network (whose narrowest groups may have one channel) still builds.
+    ///
+    /// [`FamilyArch::thinner`]: super::FamilyArch::thinner
+    fn divided(&self, width: usize) -> usize {
+        (width / self.width_divisor.max(1)).max(1)
+    }
+
+    /// The explicit widths for messages, `out:mid,mid` per stage (e.g. `4:2,3 8:5,6`); empty
+    /// when the widths follow `base_width`.
+    pub fn widths_text(&self) -> String {
+        let stage = |w: &StageWidths| {
+            let mids: Vec<String> = w.mid.iter().map(usize::to_string).collect();
+            format!("{}:{}", w.out, mids.join(","))
+        };
+        self.widths.as_ref().map_or(String::new(), |ws| {
+            ws.iter().map(stage).collect::<Vec<_>>().join(" ")
+        })
+    }
+
+    /// Explicit widths, when present, describe exactly the stages and blocks of the layout.
+    fn check_widths(&self, blocks: &[usize]) -> Result<()> {
+        let Some(widths) = &self.widths else {
+            return Ok(());
+        };
+        ensure!(
+            widths.len() == blocks.len(),
+            "widths lists {} stages but layout '{}' has {}",
+            widths.len(),
+            self.layout,
+            blocks.len()
+        );
+        for (s, (w, &count)) in widths.iter().zip(blocks).enumerate() {
+            ensure!(
+                w.mid.len() == count,
+                "widths of stage {s} list {} blocks but layout '{}' has {count}",
+                w.mid.len(),
+                self.layout
+            );
+            ensure!(
+                std::iter::once(&w.out)
+                    .chain(&w.mid)
+                    .all(|c| (1..=MAX_WIDTH).contains(c)),
+                "widths of stage {s} must be in 1..={MAX_WIDTH}, got {w:?}"
+            );
+        }
+        Ok(())
     }
 
     /// Checks the architecture before anything is built.
@@ -122,9 +213,17 @@ impl ResNetArch {
         let blocks = self.blocks()?;
         ensure!(self.num_classes >= 1, "num_classes must be at least 1");
         ensure!(self.width_divisor >= 1, "width_divisor must be at least 1");
+        self.check_widths(&blocks)?;
+        // base_width only has to survive the divisor when it is what sets the widths
+        let base_min = if self.widths.is_some() {
+            1
+        } else {
+            self.width_divisor
+        };
         ensure!(
-            self.base_width >= self.width_divisor && self.base_width <= 4096,
-            "base_width {} must be in width_divisor ({}) ..= 4096",
+            self.base_width >= base_min && self.base_width <= 4096,
+            "base_width {} must be in {base_min}..=4096 (at least width_divisor {} when no \
+             explicit widths are given)",
             self.base_width,
             self.width_divisor
         );
@@ -164,7 +263,9 @@ impl ResNetArch {
 
     /// (channels, side) of the attribution layer.
     pub fn attribution_shape(&self) -> Result<(usize, usize)> {
-        let stages = self.blocks()?.len();
+        let blocks = self.blocks()?;
+        self.check_widths(&blocks)?;
+        let stages = blocks.len();
         Ok((
             self.stage_width(stages - 1),
             self.attribution_side_for(stages),
@@ -198,7 +299,8 @@ impl ResNetArch {
             let mut stage_blocks = Vec::new();
             for b in 0..count {
                 let stride = if stage > 0 && b == 0 { 2 } else { 1 };
-                stage_blocks.push(BasicBlock::new(in_ch, out, stride, device));
+                let mid = self.mid_width(stage, b);
+                stage_blocks.push(BasicBlock::new(in_ch, mid, out, stride, device));
                 in_ch = out;
             }
             layers.push(stage_blocks);
@@ -232,9 +334,10 @@ impl ResNetArch {
             let c = self.stage_width(stage);
             for b in 0..count {
                 let p = format!("layers.{stage}.{b}");
-                out.push((format!("{p}.conv1.weight"), vec![c, in_ch, 3, 3]));
-                bn(&mut out, &format!("{p}.bn1"), c);
-                out.push((format!("{p}.conv2.weight"), vec![c, c, 3, 3]));
+                let m = self.mid_width(stage, b);
+                out.push((format!("{p}.conv1.weight"), vec![m, in_ch, 3, 3]));
+                bn(&mut out, &format!("{p}.bn1"), m);
+                out.push((format!("{p}.conv2.weight"), vec![c, m, 3, 3]));
                 bn(&mut out, &format!("{p}.bn2"), c);
                 let stride = if stage > 0 && b == 0 { 2 } else { 1 };
                 if stride != 1 || in_ch != c {
@@ -293,12 +396,13 @@ pub struct BasicBlock {
 }
 
 impl BasicBlock {
-    fn new(in_ch: usize, out: usize, stride: usize, device: &Device) -> Self {
+    /// A block from `in_ch` to `out` channels through `mid` internal ones (`out` unless pruned).
+    fn new(in_ch: usize, mid: usize, out: usize, stride: usize, device: &Device) -> Self {
         let project = stride != 1 || in_ch != out;
         BasicBlock {
-            conv1: conv(in_ch, out, 3, stride, 1, device),
-            bn1: BatchNormConfig::new(out).init(device),
-            conv2: conv(out, out, 3, 1, 1, device),
+            conv1: conv(in_ch, mid, 3, stride, 1, device),
+            bn1: BatchNormConfig::new(mid).init(device),
+            conv2: conv(mid, out, 3, 1, 1, device),
             bn2: BatchNormConfig::new(out).init(device),
             downsample_conv: project.then(|| conv(in_ch, out, 1, stride, 0, device)),
             downsample_bn: project.then(|| BatchNormConfig::new(out).init(device)),
