@@ -11,7 +11,7 @@ use crate::evaluation::health::{self, Warning};
 use crate::evaluation::{self, MapSet, PairSet, ground_truth_pairs};
 use crate::explain::{DATASET_INFO_FILE, DatasetInfo};
 use crate::matching::{self, Regularizer};
-use crate::models::{Arch, Network, save_model};
+use crate::models::{Network, save_model};
 use crate::report::{self, EpochRecord, ResultRow, overlay};
 use crate::training::checkpoint::stage_key;
 use crate::training::{
@@ -309,20 +309,7 @@ fn train_teacher(ctx: &Ctx) -> Result<Trained> {
     let init_seed = derive_seed(ctx.seed, "teacher-init");
     let teacher = match &ctx.cfg.teacher.pretrained {
         None => arch.init(&ctx.ad, init_seed)?,
-        Some(path) => match &arch {
-            Arch::Vgg(vgg) => Network::Vgg(if vgg.num_classes == 1000 {
-                crate::models::import_torchvision_vgg(vgg, path, &ctx.ad)?
-            } else {
-                crate::models::import_torchvision_vgg_new_head(vgg, path, &ctx.ad, init_seed)?
-            }),
-            Arch::ResNet(resnet) => {
-                let new_head = (resnet.num_classes != 1000).then_some(init_seed);
-                crate::models::torchvision_resnet::import_torchvision_resnet(
-                    resnet, path, &ctx.ad, new_head,
-                )?
-                .into()
-            }
-        },
+        Some(path) => crate::models::import_pretrained(&arch, path, &ctx.ad, init_seed)?,
     };
     let dir = ctx.dir.join("teacher");
     let stage = Stage {

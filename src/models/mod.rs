@@ -55,6 +55,22 @@ pub fn import_torchvision(
     .into())
 }
 
+/// A teacher of architecture `arch` started from torchvision weights at `path`; a label set of
+/// other than 1000 classes gets a fresh last layer seeded by `seed`.
+pub fn import_pretrained(arch: &Arch, path: &Path, device: &Device, seed: u64) -> Result<Network> {
+    let new_head = (arch.num_classes() != 1000).then_some(seed);
+    Ok(match arch {
+        Arch::Vgg(vgg) => match new_head {
+            Some(seed) => import_torchvision_vgg_new_head(vgg, path, device, seed)?,
+            None => import_torchvision_vgg(vgg, path, device)?,
+        }
+        .into(),
+        Arch::ResNet(resnet) => {
+            torchvision_resnet::import_torchvision_resnet(resnet, path, device, new_head)?.into()
+        }
+    })
+}
+
 /// Path of the architecture JSON that accompanies a weights file.
 pub fn arch_path(weights: &Path) -> PathBuf {
     weights.with_extension("arch.json")
@@ -84,12 +100,8 @@ pub fn check_model_file(path: &Path) -> Result<()> {
 /// half of a pair is left behind.
 pub fn save_model(model: &Network, path: &Path) -> Result<()> {
     // `valid()` first: burn's BatchNorm running statistics lag one update behind until synced,
-    // and saving the unsynced module would store stale statistics. The family's own module is
-    // saved (not the enum around it), so tensor names carry no family prefix.
-    let bytes = match model.valid() {
-        Network::Vgg(n) => module_bytes(&n, path)?,
-        Network::ResNet(n) => module_bytes(&n, path)?,
-    };
+    // and saving the unsynced module would store stale statistics.
+    let bytes = module_bytes(&model.valid(), path)?;
     let arch_json = serde_json::to_string_pretty(&model.arch())?;
     let ap = arch_path(path);
     write_atomic(path, &bytes)
@@ -108,9 +120,10 @@ pub fn save_model(model: &Network, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The safetensors bytes of a module (burn's tensor names).
+/// The safetensors bytes of a module (burn's tensor names, without the family's enum variant, so
+/// a network's file is the same whether saved as a [`Network`] or as its family's type).
 fn module_bytes<M: Module>(module: &M, path: &Path) -> Result<Vec<u8>> {
-    let mut store = SafetensorsStore::from_bytes(None);
+    let mut store = SafetensorsStore::from_bytes(None).skip_enum_variants(true);
     module
         .save_into(&mut store)
         .map_err(|e| anyhow!("cannot serialise model for {}: {e}", path.display()))?;
@@ -216,10 +229,7 @@ pub fn load_model(path: &Path, device: &Device) -> Result<Network> {
     let mut model = arch
         .init(device, 0)
         .with_context(|| format!("{}: cannot build the network", ap.display()))?;
-    match &mut model {
-        Network::Vgg(n) => apply_f32(n, &tensors, path)?,
-        Network::ResNet(n) => apply_f32(n, &tensors, path)?,
-    }
+    apply_f32(&mut model, &tensors, path)?;
     Ok(model)
 }
 
@@ -327,7 +337,7 @@ fn apply_f32<M: Module>(model: &mut M, tensors: &F32Tensors, file: &Path) -> Res
         .map_err(|e| anyhow!("{}: cannot convert the weights: {e}", file.display()))?;
     let bytes = safetensors::serialize(views, None)
         .map_err(|e| anyhow!("{}: cannot convert the weights: {e}", file.display()))?;
-    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    let mut store = SafetensorsStore::from_bytes(Some(bytes)).skip_enum_variants(true);
     let result = model
         .load_from(&mut store)
         .map_err(|e| anyhow!("{}: cannot load weights: {e}", file.display()))?;
