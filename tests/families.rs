@@ -248,3 +248,28 @@ fn every_family_runs_every_compression_with_every_regularizer() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Every family exports to ONNX (checked against onnxruntime in `tests/interop.rs`); the
+/// PyTorch-style export is VGG-only for now and says so for other families instead of writing
+/// a wrong file.
+#[test]
+fn every_family_exports_to_onnx_and_the_torch_export_names_what_it_lacks() {
+    let device = Device::flex();
+    let dir = tmp("export");
+    for arch in Arch::tiny_examples(3, 16) {
+        let net = arch.init(&device, 2).unwrap();
+        let onnx = dir.join(format!("{}.onnx", arch.family()));
+        faithful::export::export_onnx(&net, &onnx, None).unwrap();
+        assert!(std::fs::metadata(&onnx).unwrap().len() > 100);
+        match &net {
+            Network::Vgg(vgg) => {
+                faithful::export::export_torch(vgg, &dir.join("vgg-torch"), None).unwrap();
+            }
+            other => {
+                let e = format!("{:#}", other.as_vgg("PyTorch export").unwrap_err());
+                assert!(e.contains(arch.family()), "{e}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
