@@ -392,17 +392,10 @@ impl GraphBuilder {
         extra: &[&str],
         attrs: Vec<AttributeProto>,
     ) {
-        let mut input = vec![self.current.clone()];
-        input.extend(extra.iter().map(|s| s.to_string()));
-        self.nodes.push(NodeProto {
-            input,
-            output: vec![name.into()],
-            name: name.into(),
-            op_type: op.into(),
-            attribute: attrs,
-            domain: String::new(),
-        });
-        self.current = name.into();
+        let current = self.current.clone();
+        let mut inputs = vec![current.as_str()];
+        inputs.extend_from_slice(extra);
+        self.node_with(op, name, &inputs, attrs);
     }
 
     /// Adds a float initializer.
