@@ -76,42 +76,82 @@ impl Default for ReportConfig {
     }
 }
 
-/// A whole knowledge-distillation experiment: data, teacher, students, matching, evaluation.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ExperimentConfig {
-    /// Seeds; each seed trains its own teacher and students (the data stay fixed by `data.seed`).
-    pub seeds: Vec<u64>,
-    /// Regularizers to compare (`none`, `ewa`, `swa`, `sswa`).
-    pub regularizers: Vec<String>,
-    /// Which dataset: `[dataset] source = "synthetic" | "fashion-canvas" | "voc" | "folder"`
-    /// with that source's settings (default: synthetic).
-    pub dataset: DatasetSource,
-    /// Settings of the built-in synthetic dataset (used when `dataset.source = "synthetic"`).
-    pub data: SyntheticConfig,
-    /// Input normalisation: the training split's channel statistics (`dataset`, default), or
-    /// ImageNet's (`imagenet`, for torchvision-pretrained teachers).
-    pub input_norm: InputNorm,
-    /// The teacher.
-    pub teacher: TeacherConfig,
-    /// Compression methods to run: `kd`, `unstructured`, `structured`.
-    pub compressions: Vec<String>,
-    /// Distillation settings (student width, temperature, alpha).
-    pub kd: Distillation,
-    /// Iterative magnitude pruning settings.
-    pub unstructured: MagnitudePruning,
-    /// L1 filter pruning settings.
-    pub structured: FilterPruning,
-    /// Fine-tuning of pruned networks (each unstructured round, and the structured network).
-    pub prune_train: TrainConfig,
-    /// Student fine-tuning.
-    pub student_train: TrainConfig,
-    /// Attribution matching.
-    pub matching: MatchConfig,
-    /// Evaluation.
-    pub eval: EvalConfig,
-    /// Report.
-    pub report: ReportConfig,
+/// Defines [`ExperimentConfig`] with one settings section per compression method, and the
+/// method registry ([`ExperimentConfig::methods`]) from the same list: a new compression method
+/// is its own file (settings struct implementing [`Method`] and `Compression`) plus one line in
+/// the `methods` list below. The section is named as the field (`[kd]`, `[structured]`, ...).
+macro_rules! experiment_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$bmeta:meta])* pub $bfield:ident: $bty:ty,)*
+        }
+        methods {
+            $($(#[$mmeta:meta])* pub $mfield:ident: $mty:ty,)+
+        }
+        then {
+            $($(#[$ameta:meta])* pub $afield:ident: $aty:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$bmeta])* pub $bfield: $bty,)*
+            $($(#[$mmeta])* pub $mfield: $mty,)+
+            $($(#[$ameta])* pub $afield: $aty,)*
+        }
+
+        impl $name {
+            /// Every compression method with its config section: the registry of methods, in
+            /// the order of the list above.
+            pub fn methods(&self) -> Vec<&dyn Method> {
+                vec![$(&self.$mfield),+]
+            }
+        }
+    };
+}
+
+experiment_config! {
+    /// A whole knowledge-distillation experiment: data, teacher, students, matching, evaluation.
+    #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct ExperimentConfig {
+        /// Seeds; each seed trains its own teacher and students (the data stay fixed by `data.seed`).
+        pub seeds: Vec<u64>,
+        /// Regularizers to compare (`none`, `ewa`, `swa`, `sswa`).
+        pub regularizers: Vec<String>,
+        /// Which dataset: `[dataset] source = "synthetic" | "fashion-canvas" | "voc" | "folder"`
+        /// with that source's settings (default: synthetic).
+        pub dataset: DatasetSource,
+        /// Settings of the built-in synthetic dataset (used when `dataset.source = "synthetic"`).
+        pub data: SyntheticConfig,
+        /// Input normalisation: the training split's channel statistics (`dataset`, default), or
+        /// ImageNet's (`imagenet`, for torchvision-pretrained teachers).
+        pub input_norm: InputNorm,
+        /// The teacher.
+        pub teacher: TeacherConfig,
+        /// Compression methods to run: `kd`, `unstructured`, `structured`.
+        pub compressions: Vec<String>,
+    }
+    methods {
+        /// Distillation settings (student width, temperature, alpha).
+        pub kd: Distillation,
+        /// Iterative magnitude pruning settings.
+        pub unstructured: MagnitudePruning,
+        /// L1 filter pruning settings.
+        pub structured: FilterPruning,
+    }
+    then {
+        /// Fine-tuning of pruned networks (each unstructured round, and the structured network).
+        pub prune_train: TrainConfig,
+        /// Student fine-tuning.
+        pub student_train: TrainConfig,
+        /// Attribution matching.
+        pub matching: MatchConfig,
+        /// Evaluation.
+        pub eval: EvalConfig,
+        /// Report.
+        pub report: ReportConfig,
+    }
 }
 
 impl Default for ExperimentConfig {
@@ -276,12 +316,6 @@ impl ExperimentConfig {
         self.student_train.validate("student_train")?;
         crate::attribution::by_name(&self.eval.attribution)?;
         Ok(())
-    }
-
-    /// Every compression method with its config section: the registry of methods. A new method
-    /// is its file, its section field above, and one entry here.
-    pub fn methods(&self) -> [&dyn Method; 3] {
-        [&self.kd, &self.unstructured, &self.structured]
     }
 
     /// Names of every compression method.

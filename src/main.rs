@@ -295,8 +295,7 @@ fn main() -> Result<()> {
                 }
                 ExportFormat::Torch => {
                     let names = info.as_ref().map(|i| i.class_names.as_slice());
-                    let vgg = net.as_vgg("PyTorch export")?;
-                    faithful::export::export_torch_with_normalization(vgg, &out, names, norm)?;
+                    faithful::export::export_torch_network(&net, &out, names, norm)?;
                     let (w, j) = faithful::export::torch::export_paths(&out);
                     format!("{} and {}", w.display(), j.display())
                 }

@@ -4,14 +4,42 @@
 //! first linear layer (channel-major flattening: feature `c*P + p` belongs to channel c). The
 //! result is a genuinely smaller dense network, described by an explicit layout.
 
-use super::structured_resnet::prune_resnet;
 use super::{Budget, Compression, Method, PlannedStage, bce_with_logits};
+use crate::models::network::{on_any_arch, on_net};
 use crate::models::vgg::LayoutItem;
-use crate::models::{Arch, Network, Vgg, VggArch};
-use anyhow::{Result, ensure};
+use crate::models::{Arch, FamilyArch, Network, Vgg, VggArch};
+use anyhow::{Context, Result, bail, ensure};
 use burn::module::{Module, Param, RunningState};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
+
+/// What structured pruning needs of a family: checking the settings against an architecture
+/// and building the physically smaller network. The defaults say the family has none, so a new
+/// family starts with `impl FilterPrunable for MyArch {}` in its own file.
+pub trait FilterPrunable: FamilyArch {
+    /// Checks `settings` against this architecture, before any training.
+    fn check_filter_pruning(&self, settings: &FilterPruning) -> Result<()> {
+        let _ = settings;
+        bail!("structured pruning is not implemented for this network family")
+    }
+
+    /// The pruned network (before fine-tuning).
+    fn prune_filters(&self, net: &Self::Net, settings: &FilterPruning) -> Result<Self::Net> {
+        let _ = (net, settings);
+        bail!("structured pruning is not implemented for this network family")
+    }
+}
+
+/// VGG: the selected conv layers, as [`prune_filters`].
+impl FilterPrunable for VggArch {
+    fn check_filter_pruning(&self, _settings: &FilterPruning) -> Result<()> {
+        Ok(())
+    }
+
+    fn prune_filters(&self, net: &Vgg, settings: &FilterPruning) -> Result<Vgg> {
+        prune_filters(net, settings)
+    }
+}
 
 /// L1 filter pruning settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -41,19 +69,8 @@ impl FilterPruning {
     /// validated, before any training): `layers` names VGG conv layers, so it is refused for a
     /// ResNet, whose channel groups are all pruned at `rate`.
     pub fn check_family(&self, arch: &Arch) -> Result<()> {
-        match arch {
-            Arch::Vgg(_) => Ok(()),
-            Arch::ResNet(_) => {
-                ensure!(
-                    self.layers.is_empty(),
-                    "structured.layers ({:?}) selects vgg conv layers and applies to the vgg \
-                     family only; a resnet is pruned in every channel group at \
-                     structured.rate, so leave layers empty",
-                    self.layers
-                );
-                Ok(())
-            }
-        }
+        on_any_arch!(arch, a => a.check_filter_pruning(self))
+            .with_context(|| format!("structured pruning of a {} network", arch.family()))
     }
 
     /// The conv layers pruned in a network of `convs` conv layers.
@@ -233,13 +250,9 @@ impl Compression for FilterPruning {
     /// `rate`, coupled across residual additions ([`prune_resnet`]); `layers` names VGG conv
     /// layers and is refused for it.
     fn make_student(&self, base: &Network, device: &Device, _seed: u64) -> Result<Network> {
-        let pruned = match base.valid() {
-            Network::Vgg(vgg) => Network::Vgg(prune_filters(&vgg, self)?),
-            Network::ResNet(resnet) => {
-                self.check_family(&Arch::ResNet(resnet.arch.clone()))?;
-                Network::ResNet(prune_resnet(&resnet, self.rate)?)
-            }
-        };
+        let base = base.valid();
+        self.check_family(&base.arch())?;
+        let pruned = on_net!(&base, n => n.arch.prune_filters(n, self).map(Network::from))?;
         Ok(pruned.fork(device).train())
     }
 

@@ -14,7 +14,7 @@
 //! The result is a genuinely smaller dense ResNet whose widths are written as explicit
 //! [`StageWidths`] in its architecture.
 
-use super::structured::{index, kept_filters};
+use super::structured::{FilterPrunable, FilterPruning, index, kept_filters};
 use crate::models::resnet::{BasicBlock, StageWidths};
 use crate::models::{ResNet, ResNetArch};
 use anyhow::{Result, ensure};
@@ -239,4 +239,23 @@ pub fn prune_resnet(model: &ResNet, rate: f64) -> Result<ResNet> {
         "filter pruning rate must be in [0, 1), got {rate}"
     );
     slice_resnet(model, &kept_channels(model, rate)?)
+}
+
+/// ResNet: every channel group at `rate`, coupled across residual additions ([`prune_resnet`]).
+impl FilterPrunable for ResNetArch {
+    /// `layers` names VGG conv layers, so it is refused here.
+    fn check_filter_pruning(&self, settings: &FilterPruning) -> Result<()> {
+        ensure!(
+            settings.layers.is_empty(),
+            "structured.layers ({:?}) selects vgg conv layers and applies to the vgg family \
+             only; a resnet is pruned in every channel group at structured.rate, so leave \
+             layers empty",
+            settings.layers
+        );
+        Ok(())
+    }
+
+    fn prune_filters(&self, net: &ResNet, settings: &FilterPruning) -> Result<ResNet> {
+        prune_resnet(net, settings.rate)
+    }
 }

@@ -8,8 +8,12 @@ pub mod onnx;
 pub mod onnx_resnet;
 pub mod torch;
 
+pub use onnx::OnnxExport;
 pub use onnx::export_onnx;
-pub use torch::{export_torch, export_torch_with_normalization, import_torch_export};
+pub use torch::{
+    TorchExport, export_torch, export_torch_network, export_torch_with_normalization,
+    import_torch_export,
+};
 
 use anyhow::{Result, anyhow};
 use burn::prelude::*;

@@ -11,10 +11,11 @@
 //! `onnx.proto`; only the fields written here are declared, which decoders accept.
 
 use super::plain;
+use crate::models::network::on_net;
 use crate::models::vgg::HeadPool;
 use crate::models::{Network, Vgg};
 use crate::util::write_atomic;
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use prost::Message;
 use std::path::Path;
 
@@ -522,6 +523,22 @@ pub(crate) fn normalization_note(normalization: Option<([f32; 3], [f32; 3])>) ->
     }
 }
 
+/// What ONNX export needs of a family: its evaluation-mode graph. The default says the family
+/// has none, so a new family starts with `impl OnnxExport for MyNet {}` in its own file.
+pub trait OnnxExport {
+    /// The graph, starting with `(input - mean) / std` when `normalization` is given.
+    fn onnx_model(&self, normalization: Option<([f32; 3], [f32; 3])>) -> Result<ModelProto> {
+        let _ = normalization;
+        bail!("ONNX export is not implemented for this network family")
+    }
+}
+
+impl OnnxExport for Vgg {
+    fn onnx_model(&self, normalization: Option<([f32; 3], [f32; 3])>) -> Result<ModelProto> {
+        onnx_model(self, normalization)
+    }
+}
+
 /// Writes `model` as an ONNX file at `out` (atomically): input `input` `[N, 3, H, W]`, output
 /// `logits` `[N, K]`, BatchNorm folded into the convs. With `normalization = Some((mean, std))`
 /// the graph starts with `(input - mean) / std` per channel, so it takes RGB in [0, 1].
@@ -532,11 +549,8 @@ pub fn export_onnx(
     out: &Path,
     normalization: Option<([f32; 3], [f32; 3])>,
 ) -> Result<()> {
-    let proto = match model {
-        Network::Vgg(vgg) => onnx_model(vgg, normalization),
-        Network::ResNet(resnet) => super::onnx_resnet::onnx_resnet_model(resnet, normalization),
-    }
-    .with_context(|| format!("cannot export {}", out.display()))?;
+    let proto = on_net!(model, n => n.onnx_model(normalization))
+        .with_context(|| format!("cannot export {}", out.display()))?;
     write_atomic(out, &proto.encode_to_vec())
 }
 

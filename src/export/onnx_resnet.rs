@@ -59,6 +59,12 @@ fn conv_bn(
     Ok(())
 }
 
+impl super::onnx::OnnxExport for ResNet {
+    fn onnx_model(&self, normalization: Option<([f32; 3], [f32; 3])>) -> Result<ModelProto> {
+        onnx_resnet_model(self, normalization)
+    }
+}
+
 /// Builds the ONNX model of `model` without writing it.
 pub fn onnx_resnet_model(
     model: &ResNet,

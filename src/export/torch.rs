@@ -13,11 +13,12 @@
 //! `python/faithful_torch.py` builds the `nn.Module` from the JSON and loads the weights.
 
 use super::plain;
+use crate::models::network::on_net;
 use crate::models::torchvision::{
     apply_state_dict, read_state_dict, torchvision_classifier_index, torchvision_feature_indices,
 };
 use crate::models::vgg::HeadPool;
-use crate::models::{Vgg, VggArch};
+use crate::models::{Network, ResNet, Vgg, VggArch};
 use crate::util::write_atomic;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use burn::prelude::*;
@@ -45,6 +46,51 @@ pub fn export_paths(out: &Path) -> (PathBuf, PathBuf) {
 
 fn le_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// What PyTorch export needs of a family: writing its weights and the JSON that rebuilds it.
+/// The default says the family has none, so a new family starts with
+/// `impl TorchExport for MyNet {}` in its own file.
+pub trait TorchExport {
+    /// As [`export_torch_with_normalization`] for this family.
+    fn export_torch(
+        &self,
+        out: &Path,
+        class_names: Option<&[String]>,
+        normalization: Option<([f32; 3], [f32; 3])>,
+    ) -> Result<()> {
+        let _ = (class_names, normalization);
+        bail!(
+            "{}: PyTorch export is not implemented for this network family (ONNX export is)",
+            out.display()
+        )
+    }
+}
+
+impl TorchExport for Vgg {
+    fn export_torch(
+        &self,
+        out: &Path,
+        class_names: Option<&[String]>,
+        normalization: Option<([f32; 3], [f32; 3])>,
+    ) -> Result<()> {
+        export_torch_with_normalization(self, out, class_names, normalization)
+    }
+}
+
+/// Not yet: the exported module would need a residual block in the JSON's layer list.
+impl TorchExport for ResNet {}
+
+/// Any network through its family's [`TorchExport`]; a family without one is an error naming
+/// it.
+pub fn export_torch_network(
+    model: &Network,
+    out: &Path,
+    class_names: Option<&[String]>,
+    normalization: Option<([f32; 3], [f32; 3])>,
+) -> Result<()> {
+    on_net!(model, n => n.export_torch(out, class_names, normalization))
+        .with_context(|| format!("the {} family", model.arch().family()))
 }
 
 /// Writes `<out>.safetensors` and `<out>.json` (see the module docs for the naming); class

@@ -17,7 +17,8 @@ pub use head::{HeadDropout, PiecewiseLinearHead};
 pub use network::{Arch, FAMILIES, FamilyArch, FamilyNet, Network};
 pub use resnet::{ResNet, ResNetArch, StageWidths};
 pub use torchvision::{
-    import_torchvision_vgg, import_torchvision_vgg_new_head, torchvision_vgg_arch,
+    TorchvisionImport, import_torchvision_vgg, import_torchvision_vgg_new_head,
+    torchvision_vgg_arch,
 };
 pub use vgg::{LayoutItem, Vgg, VggArch, preset_layout};
 
@@ -38,37 +39,26 @@ pub fn import_torchvision(
     device: &Device,
     seed: u64,
 ) -> Result<Network> {
-    let classes = num_classes.unwrap_or(1000);
-    let new_head = num_classes.map(|_| seed);
-    if name.starts_with("resnet") {
-        let arch = ResNetArch::torchvision(name, classes)?;
-        return Ok(torchvision_resnet::import_torchvision_resnet(
-            &arch, weights, device, new_head,
-        )?
-        .into());
-    }
-    let arch = torchvision_vgg_arch(name, classes)?;
-    Ok(match new_head {
-        Some(seed) => import_torchvision_vgg_new_head(&arch, weights, device, seed)?,
-        None => import_torchvision_vgg(&arch, weights, device)?,
-    }
-    .into())
+    let arch = Arch::torchvision(name, num_classes.unwrap_or(1000))?;
+    import_into(&arch, weights, device, num_classes.map(|_| seed))
 }
 
 /// A teacher of architecture `arch` started from torchvision weights at `path`; a label set of
 /// other than 1000 classes gets a fresh last layer seeded by `seed`.
 pub fn import_pretrained(arch: &Arch, path: &Path, device: &Device, seed: u64) -> Result<Network> {
     let new_head = (arch.num_classes() != 1000).then_some(seed);
-    Ok(match arch {
-        Arch::Vgg(vgg) => match new_head {
-            Some(seed) => import_torchvision_vgg_new_head(vgg, path, device, seed)?,
-            None => import_torchvision_vgg(vgg, path, device)?,
-        }
-        .into(),
-        Arch::ResNet(resnet) => {
-            torchvision_resnet::import_torchvision_resnet(resnet, path, device, new_head)?.into()
-        }
-    })
+    import_into(arch, path, device, new_head)
+}
+
+/// torchvision weights into `arch`, through its family's [`TorchvisionImport`].
+fn import_into(
+    arch: &Arch,
+    path: &Path,
+    device: &Device,
+    new_head: Option<u64>,
+) -> Result<Network> {
+    network::on_any_arch!(arch, a => a.import_torchvision(path, device, new_head).map(Network::from))
+        .with_context(|| format!("importing into a {} network", arch.family()))
 }
 
 /// Path of the architecture JSON that accompanies a weights file.

@@ -12,6 +12,7 @@
 
 use super::head::{HeadDropout, PiecewiseLinearHead};
 use super::resnet::{ResNet, ResNetArch};
+use super::torchvision::TorchvisionImport;
 use super::vgg::{Vgg, VggArch};
 use anyhow::{Result, anyhow};
 use burn::module::Module;
@@ -110,14 +111,44 @@ macro_rules! families {
         /// `match` over every family's network, binding it to `$n`.
         macro_rules! on_net {
             ($d s:expr, $d n:ident => $d body:expr) => {
-                match $d s { $(Network::$variant($d n) => $d body,)+ }
+                match $d s { $($crate::models::Network::$variant($d n) => $d body,)+ }
             };
         }
+
+        /// `match` over every family's architecture from outside this module (capability
+        /// modules dispatch through it, so they need no per-family arm).
+        macro_rules! on_any_arch {
+            ($d s:expr, $d a:ident => $d body:expr) => {
+                match $d s { $($crate::models::Arch::$variant($d a) => $d body,)+ }
+            };
+        }
+        pub(crate) use on_any_arch;
+        pub(crate) use on_net;
 
         impl Arch {
             /// One test-sized architecture per family, in registry order.
             pub fn tiny_examples(num_classes: usize, input_size: usize) -> Vec<Arch> {
                 vec![$(Arch::$variant(<$arch as FamilyArch>::tiny(num_classes, input_size)),)+]
+            }
+
+            /// torchvision's model `name` (e.g. `vgg16_bn`, `resnet18`) with `num_classes`
+            /// outputs, from the family that builds it.
+            pub fn torchvision(name: &str, num_classes: usize) -> Result<Arch> {
+                $(
+                    if <$arch as TorchvisionImport>::TORCHVISION_NAMES.contains(&name) {
+                        let arch = <$arch as TorchvisionImport>::torchvision_arch(name, num_classes)?;
+                        return Ok(Arch::$variant(arch));
+                    }
+                )+
+                Err(anyhow!(
+                    "unknown torchvision model '{name}' (known: {})",
+                    Self::torchvision_names().join(", ")
+                ))
+            }
+
+            /// Every torchvision model name some family imports.
+            pub fn torchvision_names() -> Vec<&'static str> {
+                [$(<$arch as TorchvisionImport>::TORCHVISION_NAMES),+].concat()
             }
 
             /// The family's name (`vgg`, `resnet`).
@@ -346,36 +377,6 @@ impl Network {
     }
 }
 
-impl FamilyNet for Vgg {
-    fn features(&self, x: Tensor<4>) -> Tensor<4> {
-        Vgg::features(self, x)
-    }
-    fn head(&self) -> PiecewiseLinearHead<'_> {
-        self.head_view()
-    }
-    fn params(&self) -> usize {
-        Vgg::params(self)
-    }
-    fn macs(&self) -> usize {
-        Vgg::macs(self)
-    }
-}
-
-impl FamilyNet for ResNet {
-    fn features(&self, x: Tensor<4>) -> Tensor<4> {
-        ResNet::features(self, x)
-    }
-    fn head(&self) -> PiecewiseLinearHead<'_> {
-        ResNet::head(self)
-    }
-    fn params(&self) -> usize {
-        ResNet::params(self)
-    }
-    fn macs(&self) -> usize {
-        ResNet::macs(self)
-    }
-}
-
 /// The [`FamilyArch`] methods of an architecture struct with the usual fields (`num_classes`,
 /// `input_size`, `width_divisor`, `dropout`).
 macro_rules! common_arch_fields {
@@ -408,82 +409,4 @@ macro_rules! common_arch_fields {
         }
     };
 }
-
-impl FamilyArch for VggArch {
-    type Net = Vgg;
-    fn init(&self, device: &Device, seed: u64) -> Result<Vgg> {
-        VggArch::init(self, device, seed)
-    }
-    fn validate(&self) -> Result<()> {
-        super::check_vgg_arch(self)
-    }
-    common_arch_fields!();
-    fn attribution_shape(&self) -> Result<(usize, usize)> {
-        VggArch::attribution_shape(self)
-    }
-    fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>> {
-        super::expected_vgg_tensors(self)
-    }
-    fn describe(&self) -> String {
-        format!(
-            "layout '{}', width divisor {}, conv_bias {}, hidden {:?}, {} classes",
-            self.layout, self.width_divisor, self.conv_bias, self.hidden, self.num_classes
-        )
-    }
-    fn layout_name(&self) -> String {
-        self.layout.clone()
-    }
-    fn tiny(num_classes: usize, input_size: usize) -> Self {
-        VggArch {
-            layout: "4,M,8,M".into(),
-            num_classes,
-            input_size,
-            ..VggArch::default()
-        }
-    }
-}
-
-impl FamilyArch for ResNetArch {
-    type Net = ResNet;
-    fn init(&self, device: &Device, seed: u64) -> Result<ResNet> {
-        ResNetArch::init(self, device, seed)
-    }
-    fn validate(&self) -> Result<()> {
-        ResNetArch::validate(self)
-    }
-    common_arch_fields!();
-    fn attribution_shape(&self) -> Result<(usize, usize)> {
-        ResNetArch::attribution_shape(self)
-    }
-    fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>> {
-        ResNetArch::expected_tensors(self)
-    }
-    fn describe(&self) -> String {
-        let widths = match self.widths_text() {
-            t if t.is_empty() => format!("base width {}", self.base_width),
-            t => format!("widths (out:mid per stage) {t}"),
-        };
-        format!(
-            "layout '{}', {:?} stem, {widths}, width divisor {}, {} classes",
-            self.layout, self.stem, self.width_divisor, self.num_classes
-        )
-    }
-    fn layout_name(&self) -> String {
-        if self.layout.starts_with("resnet") {
-            self.layout.clone()
-        } else {
-            format!("resnet-{}", self.layout)
-        }
-    }
-    fn tiny(num_classes: usize, input_size: usize) -> Self {
-        // two stages, the second with a projection shortcut: every kind of block is exercised
-        ResNetArch {
-            layout: "1,1".into(),
-            base_width: 4,
-            num_classes,
-            input_size,
-            dropout: 0.5,
-            ..ResNetArch::default()
-        }
-    }
-}
+pub(crate) use common_arch_fields;

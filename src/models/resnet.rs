@@ -11,6 +11,7 @@
 //! `layers.{s}.{b}.downsample_conv`, `fc`), with torchvision's `layer1..layer4` as `layers.0..3`.
 
 use super::head::{HeadPooling, PiecewiseLinearHead};
+use super::network::{FamilyArch, FamilyNet};
 use anyhow::{Context, Result, bail, ensure};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -515,5 +516,67 @@ impl ResNet {
             }
         }
         total + self.head().macs()
+    }
+}
+
+// ---- the family contract (models/network.rs) ----
+
+impl FamilyNet for ResNet {
+    fn features(&self, x: Tensor<4>) -> Tensor<4> {
+        ResNet::features(self, x)
+    }
+    fn head(&self) -> PiecewiseLinearHead<'_> {
+        ResNet::head(self)
+    }
+    fn params(&self) -> usize {
+        ResNet::params(self)
+    }
+    fn macs(&self) -> usize {
+        ResNet::macs(self)
+    }
+}
+
+impl FamilyArch for ResNetArch {
+    type Net = ResNet;
+    fn init(&self, device: &Device, seed: u64) -> Result<ResNet> {
+        ResNetArch::init(self, device, seed)
+    }
+    fn validate(&self) -> Result<()> {
+        ResNetArch::validate(self)
+    }
+    super::network::common_arch_fields!();
+    fn attribution_shape(&self) -> Result<(usize, usize)> {
+        ResNetArch::attribution_shape(self)
+    }
+    fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        ResNetArch::expected_tensors(self)
+    }
+    fn describe(&self) -> String {
+        let widths = match self.widths_text() {
+            t if t.is_empty() => format!("base width {}", self.base_width),
+            t => format!("widths (out:mid per stage) {t}"),
+        };
+        format!(
+            "layout '{}', {:?} stem, {widths}, width divisor {}, {} classes",
+            self.layout, self.stem, self.width_divisor, self.num_classes
+        )
+    }
+    fn layout_name(&self) -> String {
+        if self.layout.starts_with("resnet") {
+            self.layout.clone()
+        } else {
+            format!("resnet-{}", self.layout)
+        }
+    }
+    fn tiny(num_classes: usize, input_size: usize) -> Self {
+        // two stages, the second with a projection shortcut: every kind of block is exercised
+        ResNetArch {
+            layout: "1,1".into(),
+            base_width: 4,
+            num_classes,
+            input_size,
+            dropout: 0.5,
+            ..ResNetArch::default()
+        }
     }
 }

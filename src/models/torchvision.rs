@@ -11,6 +11,7 @@
 //! identity when pool5's output is already 7x7 (224-pixel inputs); [`Vgg`] has no such pool,
 //! so other input sizes give a different first linear width, reported as a shape mismatch.
 
+use super::network::FamilyArch;
 use super::vgg::{HeadPool, LayoutItem, Vgg, VggArch};
 use anyhow::{Context, Result, bail};
 use burn::module::{Param, RunningState};
@@ -504,6 +505,57 @@ pub fn import_torchvision_vgg_new_head(
 ) -> Result<Vgg> {
     let sd = read_state_dict(path)?;
     apply_state_dict(arch, &sd, device, Some(seed), path)
+}
+
+/// What importing torchvision weights needs of a family (`faithful import --arch NAME`, and
+/// `teacher.pretrained` in a config). The defaults say the family has no torchvision models, so
+/// a new family starts with `impl TorchvisionImport for MyArch {}` in its own file.
+pub trait TorchvisionImport: FamilyArch {
+    /// The torchvision model names this family builds (e.g. `vgg16_bn`).
+    const TORCHVISION_NAMES: &'static [&'static str] = &[];
+
+    /// The architecture of torchvision's model `name` (one of [`Self::TORCHVISION_NAMES`]).
+    fn torchvision_arch(name: &str, num_classes: usize) -> Result<Self> {
+        let _ = num_classes;
+        bail!("this family has no torchvision model '{name}'")
+    }
+
+    /// A network of this architecture with the weights of a torchvision file (`.pth` or
+    /// `.safetensors`); `new_head = Some(seed)` replaces the last layer by a fresh one seeded
+    /// by `seed` (another label set).
+    fn import_torchvision(
+        &self,
+        path: &Path,
+        device: &Device,
+        new_head: Option<u64>,
+    ) -> Result<Self::Net> {
+        let _ = (device, new_head);
+        bail!(
+            "{}: torchvision import is not implemented for this family",
+            path.display()
+        )
+    }
+}
+
+impl TorchvisionImport for VggArch {
+    const TORCHVISION_NAMES: &'static [&'static str] =
+        &["vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"];
+
+    fn torchvision_arch(name: &str, num_classes: usize) -> Result<Self> {
+        torchvision_vgg_arch(name, num_classes)
+    }
+
+    fn import_torchvision(
+        &self,
+        path: &Path,
+        device: &Device,
+        new_head: Option<u64>,
+    ) -> Result<Vgg> {
+        match new_head {
+            Some(seed) => import_torchvision_vgg_new_head(self, path, device, seed),
+            None => import_torchvision_vgg(self, path, device),
+        }
+    }
 }
 
 #[cfg(test)]

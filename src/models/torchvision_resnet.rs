@@ -7,7 +7,7 @@
 //! BatchNorm `weight`/`bias` are burn's `gamma`/`beta`; linear weights are transposed.
 
 use super::resnet::{BasicBlock, ResNet, ResNetArch};
-use super::torchvision::{StateDict, Taker, read_state_dict_anchored, tensor};
+use super::torchvision::{StateDict, Taker, TorchvisionImport, read_state_dict_anchored, tensor};
 use anyhow::{Context, Result};
 use burn::module::{Param, RunningState};
 use burn::nn::BatchNorm;
@@ -29,6 +29,23 @@ pub fn import_torchvision_resnet(
 ) -> Result<ResNet> {
     let sd = read_state_dict_anchored(path, "conv1.weight")?;
     apply_resnet_state_dict(arch, &sd, device, new_head, path)
+}
+
+impl TorchvisionImport for ResNetArch {
+    const TORCHVISION_NAMES: &'static [&'static str] = &["resnet18", "resnet34"];
+
+    fn torchvision_arch(name: &str, num_classes: usize) -> Result<Self> {
+        ResNetArch::torchvision(name, num_classes)
+    }
+
+    fn import_torchvision(
+        &self,
+        path: &Path,
+        device: &Device,
+        new_head: Option<u64>,
+    ) -> Result<ResNet> {
+        import_torchvision_resnet(self, path, device, new_head)
+    }
 }
 
 fn apply_resnet_state_dict(

@@ -3,6 +3,7 @@
 //! piecewise-linear head (such as the reference fixture's) fits the same code.
 
 use super::head::{HeadDropout, HeadPooling, PiecewiseLinearHead};
+use super::network::{FamilyArch, FamilyNet};
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -356,6 +357,57 @@ impl Vgg {
             .sum::<usize>();
         let [i, o] = self.classifier.weight.dims();
         total + i * o
+    }
+}
+
+// ---- the family contract (models/network.rs) ----
+
+impl FamilyNet for Vgg {
+    fn features(&self, x: Tensor<4>) -> Tensor<4> {
+        Vgg::features(self, x)
+    }
+    fn head(&self) -> PiecewiseLinearHead<'_> {
+        self.head_view()
+    }
+    fn params(&self) -> usize {
+        Vgg::params(self)
+    }
+    fn macs(&self) -> usize {
+        Vgg::macs(self)
+    }
+}
+
+impl FamilyArch for VggArch {
+    type Net = Vgg;
+    fn init(&self, device: &Device, seed: u64) -> Result<Vgg> {
+        VggArch::init(self, device, seed)
+    }
+    fn validate(&self) -> Result<()> {
+        super::check_vgg_arch(self)
+    }
+    super::network::common_arch_fields!();
+    fn attribution_shape(&self) -> Result<(usize, usize)> {
+        VggArch::attribution_shape(self)
+    }
+    fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        super::expected_vgg_tensors(self)
+    }
+    fn describe(&self) -> String {
+        format!(
+            "layout '{}', width divisor {}, conv_bias {}, hidden {:?}, {} classes",
+            self.layout, self.width_divisor, self.conv_bias, self.hidden, self.num_classes
+        )
+    }
+    fn layout_name(&self) -> String {
+        self.layout.clone()
+    }
+    fn tiny(num_classes: usize, input_size: usize) -> Self {
+        VggArch {
+            layout: "4,M,8,M".into(),
+            num_classes,
+            input_size,
+            ..VggArch::default()
+        }
     }
 }
 
