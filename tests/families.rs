@@ -9,7 +9,7 @@ use faithful::compression::kd::Distillation;
 use faithful::compression::unstructured::{ConvMasks, PruneScope, prune_to, sparsity};
 use faithful::data::synthetic::{SyntheticConfig, generate};
 use faithful::matching;
-use faithful::models::resnet::Stem;
+use faithful::models::resnet::{BlockKind, Stem};
 use faithful::models::{Arch, FAMILIES, Network, ResNetArch, load_model, save_model};
 use faithful::training::{
     FineTuneSpec, MatchConfig, Normalization, StudentRun, TrainConfig, fine_tune_lockstep,
@@ -38,11 +38,24 @@ fn logits(net: &Network, side: usize) -> Vec<f32> {
 #[test]
 fn every_family_is_listed_with_a_tiny_example() {
     let examples = Arch::tiny_examples(3, 16);
-    assert_eq!(examples.len(), FAMILIES.len());
-    for (arch, name) in examples.iter().zip(FAMILIES) {
-        assert_eq!(arch.family(), *name);
+    for name in FAMILIES {
+        assert!(
+            examples.iter().any(|a| a.family() == *name),
+            "family {name} has no tiny example"
+        );
+    }
+    for arch in &examples {
         arch.validate().unwrap();
     }
+    // every ResNet block kind is exercised
+    let kinds: Vec<BlockKind> = examples
+        .iter()
+        .filter_map(|a| match a {
+            Arch::ResNet(r) => Some(r.block_kind()),
+            _ => None,
+        })
+        .collect();
+    assert!(kinds.contains(&BlockKind::Basic) && kinds.contains(&BlockKind::Bottleneck));
 }
 
 #[test]
@@ -90,6 +103,45 @@ fn every_family_saves_and_loads_to_the_same_predictions() {
         assert_eq!(logits(&loaded, 16), logits(&net, 16), "{}", arch.family());
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// torchvision's published sizes of its ResNets (the model docs' "Params" and "GFLOPS"
+/// columns; the latter are multiply-accumulates of the convs and the linear layer on one
+/// 224 px image): an independent check of the block structure, the bottleneck's expansion and
+/// stride placement, the stem and the shortcut placement, computed without torch.
+#[test]
+fn torchvision_resnets_have_torchvisions_parameter_and_mac_counts() {
+    let published = [
+        ("resnet18", 11_689_512, 1.81),
+        ("resnet34", 21_797_672, 3.66),
+        ("resnet50", 25_557_032, 4.09),
+        ("resnet101", 44_549_160, 7.80),
+        ("resnet152", 60_192_808, 11.51),
+    ];
+    for (name, params, _) in published {
+        let arch = ResNetArch::torchvision(name, 1000).unwrap();
+        let count: usize = arch
+            .expected_tensors()
+            .unwrap()
+            .iter()
+            .filter(|(n, _)| !n.contains("running_"))
+            .map(|(_, shape)| shape.iter().product::<usize>())
+            .sum();
+        assert_eq!(count, params, "{name} parameters");
+    }
+    // the MAC count needs a built network: one of each block kind
+    for (name, params, gmacs) in [published[0], published[2]] {
+        let net = ResNetArch::torchvision(name, 1000)
+            .unwrap()
+            .init(&Device::flex(), 0)
+            .unwrap();
+        assert_eq!(net.params(), params, "{name}");
+        let ours = net.macs() as f64 / 1e9;
+        assert!(
+            (ours - gmacs).abs() < 0.006,
+            "{name}: {ours} GMACs, torchvision {gmacs}"
+        );
+    }
 }
 
 /// Hand count of a ResNet "1,1" with base width 4, 3 classes, small stem, on 16x16 inputs:
@@ -220,12 +272,31 @@ fn every_family_runs_every_compression_with_every_regularizer() {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/ci.toml");
     let base = faithful::config::ExperimentConfig::load(&path).unwrap();
     let (side, classes) = (base.data.size, base.data.num_classes);
-    for arch in Arch::tiny_examples(classes, side) {
+    for (i, arch) in Arch::tiny_examples(classes, side).into_iter().enumerate() {
         let mut cfg = base.clone();
         cfg.teacher.arch = arch.clone();
         cfg.regularizers = matching::names().iter().map(|s| s.to_string()).collect();
-        cfg.compressions = cfg.method_names().iter().map(|s| s.to_string()).collect();
-        let dir = tmp(&format!("grid-{}", arch.family()));
+        // every method the family supports; one it does not is refused before any training,
+        // by the config check, with a message saying so
+        let mut supported = Vec::new();
+        for method in cfg.method_names() {
+            let mut one = cfg.clone();
+            one.compressions = vec![method.to_string()];
+            match one.validate() {
+                Ok(()) => supported.push(method.to_string()),
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    assert!(
+                        e.contains("not implemented"),
+                        "{}: {method}: {e}",
+                        arch.describe()
+                    );
+                }
+            }
+        }
+        assert!(supported.contains(&"kd".to_string()), "{}", arch.describe());
+        cfg.compressions = supported;
+        let dir = tmp(&format!("grid-{}-{i}", arch.family()));
         let outcome = faithful::experiment::run(&cfg, &dir, &Device::flex())
             .unwrap_or_else(|e| panic!("{}: {e:#}", arch.family()));
         let regs = cfg.regularizers.len();
@@ -256,18 +327,21 @@ fn every_family_runs_every_compression_with_every_regularizer() {
 fn every_family_exports_to_onnx_and_the_torch_export_names_what_it_lacks() {
     let device = Device::flex();
     let dir = tmp("export");
-    for arch in Arch::tiny_examples(3, 16) {
+    for (i, arch) in Arch::tiny_examples(3, 16).into_iter().enumerate() {
         let net = arch.init(&device, 2).unwrap();
-        let onnx = dir.join(format!("{}.onnx", arch.family()));
+        let onnx = dir.join(format!("{}-{i}.onnx", arch.family()));
         faithful::export::export_onnx(&net, &onnx, None).unwrap();
         assert!(std::fs::metadata(&onnx).unwrap().len() > 100);
+        let torch = dir.join(format!("{}-{i}-torch", arch.family()));
+        let written = faithful::export::export_torch_network(&net, &torch, None, None);
         match &net {
-            Network::Vgg(vgg) => {
-                faithful::export::export_torch(vgg, &dir.join("vgg-torch"), None).unwrap();
-            }
-            other => {
-                let e = format!("{:#}", other.as_vgg("PyTorch export").unwrap_err());
-                assert!(e.contains(arch.family()), "{e}");
+            Network::Vgg(_) => written.unwrap(),
+            _ => {
+                let e = format!("{:#}", written.unwrap_err());
+                assert!(
+                    e.contains(arch.family()) && e.contains("not implemented"),
+                    "{e}"
+                );
             }
         }
     }

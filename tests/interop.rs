@@ -790,15 +790,17 @@ fn resnet_onnx_export_matches_onnxruntime() {
         );
         return;
     }
-    use faithful::models::resnet::{ResNetArch, Stem};
+    use faithful::models::resnet::{BlockKind, ResNetArch, Stem};
     let device = Device::flex();
     let dir = tmp("onnx-resnet");
-    for (name, stem, layout) in [
-        ("small", Stem::Small, "1,2"),
-        ("imagenet", Stem::Imagenet, "2,1"),
+    for (name, stem, layout, block) in [
+        ("small", Stem::Small, "1,2", BlockKind::Basic),
+        ("imagenet", Stem::Imagenet, "2,1", BlockKind::Basic),
+        ("bottleneck", Stem::Imagenet, "2,1", BlockKind::Bottleneck),
     ] {
         let arch = ResNetArch {
             layout: layout.into(),
+            block: Some(block),
             stem,
             base_width: 4,
             num_classes: 5,
@@ -820,8 +822,9 @@ fn resnet_onnx_export_matches_onnxruntime() {
         };
         randomize(&mut net.bn1);
         for block in net.layers.iter_mut().flatten() {
-            randomize(&mut block.bn1);
-            randomize(&mut block.bn2);
+            for (_, bn) in block.chain_mut() {
+                randomize(bn);
+            }
             if let Some(bn) = block.downsample_bn.as_mut() {
                 randomize(bn);
             }

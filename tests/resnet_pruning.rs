@@ -617,3 +617,53 @@ fn slicing_checks_the_kept_sets() {
     assert!(slice_resnet(&full, &kept).is_err());
     assert!(prune_resnet(&full, 1.0).is_err());
 }
+
+/// Bottleneck ResNets: a contradictory block kind, explicit widths and structured pruning are
+/// refused with errors that say why, before anything is built or trained.
+#[test]
+fn bottleneck_resnets_refuse_what_they_do_not_support() {
+    use faithful::models::resnet::BlockKind;
+    let resnet50 = ResNetArch::torchvision("resnet50", 10).unwrap();
+    assert_eq!(resnet50.block_kind(), BlockKind::Bottleneck);
+    let contradiction = ResNetArch {
+        block: Some(BlockKind::Basic),
+        ..resnet50.clone()
+    };
+    let e = format!("{:#}", contradiction.validate().unwrap_err());
+    assert!(e.contains("resnet50") && e.contains("Bottleneck"), "{e}");
+    let tiny = ResNetArch {
+        layout: "1,1".into(),
+        block: Some(BlockKind::Bottleneck),
+        base_width: 4,
+        ..ResNetArch::default()
+    };
+    let widths = ResNetArch {
+        widths: Some(vec![
+            StageWidths {
+                out: 8,
+                mid: vec![2],
+            },
+            StageWidths {
+                out: 16,
+                mid: vec![4],
+            },
+        ]),
+        ..tiny.clone()
+    };
+    let e = format!("{:#}", widths.validate().unwrap_err());
+    assert!(e.contains("explicit widths"), "{e}");
+    let pruning = faithful::compression::structured::FilterPruning::default();
+    let e = format!(
+        "{:#}",
+        pruning
+            .check_family(&Arch::ResNet(tiny.clone()))
+            .unwrap_err()
+    );
+    assert!(
+        e.contains("not implemented") && e.contains("Bottleneck"),
+        "{e}"
+    );
+    let net = Network::ResNet(tiny.init(&Device::flex(), 0).unwrap());
+    let e = pruning.make_student(&net, &Device::flex(), 0).unwrap_err();
+    assert!(format!("{e:#}").contains("not implemented"), "{e:#}");
+}

@@ -15,7 +15,7 @@
 //! [`StageWidths`] in its architecture.
 
 use super::structured::{FilterPrunable, FilterPruning, index, kept_filters};
-use crate::models::resnet::{BasicBlock, StageWidths};
+use crate::models::resnet::{BasicBlock, BlockKind, StageWidths};
 use crate::models::{ResNet, ResNetArch};
 use anyhow::{Result, ensure};
 use burn::module::{Module, Param, RunningState};
@@ -40,7 +40,7 @@ fn stream_writers(model: &ResNet, s: usize) -> Vec<&Conv2d> {
         .chain(
             model.layers[s]
                 .iter()
-                .flat_map(|b| std::iter::once(&b.conv2).chain(b.downsample_conv.as_ref())),
+                .flat_map(|b| std::iter::once(b.last_conv()).chain(b.downsample_conv.as_ref())),
         )
         .collect()
 }
@@ -67,6 +67,10 @@ fn check_shortcuts(model: &ResNet) -> Result<()> {
     ensure!(
         !model.layers.is_empty(),
         "a ResNet needs at least one stage"
+    );
+    ensure!(
+        model.layers.iter().flatten().all(|b| b.conv3.is_none()),
+        "structured pruning handles basic blocks (two convs) only, not bottleneck blocks"
     );
     for (s, stage) in model.layers.iter().enumerate() {
         for (b, block) in stage.iter().enumerate() {
@@ -245,6 +249,13 @@ pub fn prune_resnet(model: &ResNet, rate: f64) -> Result<ResNet> {
 impl FilterPrunable for ResNetArch {
     /// `layers` names VGG conv layers, so it is refused here.
     fn check_filter_pruning(&self, settings: &FilterPruning) -> Result<()> {
+        ensure!(
+            self.block_kind() == BlockKind::Basic,
+            "structured pruning of {:?}-block ResNets is not implemented yet (it needs the \
+             stem as its own channel group and two internal groups per block); basic-block \
+             ResNets (resnet18, resnet34, small and block lists) are supported",
+            self.block_kind()
+        );
         ensure!(
             settings.layers.is_empty(),
             "structured.layers ({:?}) selects vgg conv layers and applies to the vgg family \

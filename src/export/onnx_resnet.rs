@@ -1,5 +1,5 @@
 //! ONNX graph of a [`ResNet`]: every conv with its BatchNorm folded in (evaluation mode), ReLU,
-//! the stem's max-pool (ImageNet stem), each BasicBlock as two convs plus an `Add` of the
+//! the stem's max-pool (ImageNet stem), each block as its conv chain (ReLUs between) plus an `Add` of the
 //! shortcut (identity, or the folded 1x1 projection), then `GlobalAveragePool`, `Flatten` and a
 //! `Gemm` head. Tensors holding NaN or an infinity are refused with their names.
 
@@ -98,20 +98,21 @@ pub fn onnx_resnet_model(
             let p = format!("layers.{s}.{b}");
             let x = g.current.clone();
             let n = |t: &str| format!("s{s}b{b}_{t}");
-            conv_bn(
-                &mut g,
-                (&block.conv1, &block.bn1),
-                (&x, &n("conv1")),
-                (&format!("{p}.conv1"), &format!("{p}.bn1")),
-            )?;
-            g.node("Relu", &n("relu1"), &[], vec![]);
-            let y = g.current.clone();
-            conv_bn(
-                &mut g,
-                (&block.conv2, &block.bn2),
-                (&y, &n("conv2")),
-                (&format!("{p}.conv2"), &format!("{p}.bn2")),
-            )?;
+            let chain = block.chain();
+            let last = chain.len() - 1;
+            for (k, layer) in chain.into_iter().enumerate() {
+                let y = g.current.clone();
+                let (conv, bn) = (format!("conv{}", k + 1), format!("bn{}", k + 1));
+                conv_bn(
+                    &mut g,
+                    layer,
+                    (&y, &n(&conv)),
+                    (&format!("{p}.{conv}"), &format!("{p}.{bn}")),
+                )?;
+                if k < last {
+                    g.node("Relu", &n(&format!("relu{}", k + 1)), &[], vec![]);
+                }
+            }
             let main = g.current.clone();
             let shortcut = match (&block.downsample_conv, &block.downsample_bn) {
                 (Some(c), Some(bn)) => {

@@ -12,7 +12,7 @@ pub mod settings;
 pub mod sswa;
 pub mod swa;
 
-pub use settings::{MatchConfig, MatchLayer, MatchTarget};
+pub use settings::{MatchConfig, MatchLayer, MatchTarget, WeightsGradient};
 
 use anyhow::{Result, bail};
 use burn::prelude::*;

@@ -28,6 +28,19 @@ pub enum MatchTarget {
     Predicted,
 }
 
+/// Whether the matching loss reaches the student's head through its Grad-CAM weights.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightsGradient {
+    /// The student's map `ReLU(sum_c U_c A_c)` is differentiated in `U` too, so the loss also
+    /// moves the classifier rows `U` is made of (paper and code: double backprop).
+    #[default]
+    Through,
+    /// `U` is a constant in the loss (stop-gradient): matching shapes the features `A` only and
+    /// the classifier learns from the task loss alone.
+    Stopped,
+}
+
 /// Attribution-matching settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -55,6 +68,9 @@ pub struct MatchConfig {
     /// beta from step one, /8 students sometimes collapse to predicting nothing, a fixed point of
     /// the scale-invariant matching loss.
     pub warmup_epochs: f64,
+    /// Whether the loss reaches the student's head through its Grad-CAM weights (SWA, SSWA,
+    /// e2KD; EWA has none).
+    pub weights_gradient: WeightsGradient,
     /// Settings of regularizers beyond the paper's, one table per regularizer name
     /// (`[matching.options.e2kd]`), read and checked by that regularizer when it is built.
     pub options: BTreeMap<String, toml::Table>,
@@ -72,6 +88,7 @@ impl Default for MatchConfig {
             distance: MapDistance::MeanSquared,
             beta_scale: BetaScale::PaperMap,
             warmup_epochs: 0.0,
+            weights_gradient: WeightsGradient::Through,
             options: BTreeMap::new(),
         }
     }

@@ -59,9 +59,10 @@ pub trait FamilyArch: Clone + Serialize + for<'de> Deserialize<'de> {
     fn describe(&self) -> String;
     /// The layout's name in result tables (e.g. `small`, `resnet18`).
     fn layout_name(&self) -> String;
-    /// A test-sized architecture of this family (milliseconds per step on a CPU), so tests that
-    /// loop over [`Arch::tiny_examples`] cover a new family by its being listed.
-    fn tiny(num_classes: usize, input_size: usize) -> Self;
+    /// Test-sized architectures of this family (milliseconds per step on a CPU), one per
+    /// structural variant (e.g. block kind), so tests that loop over [`Arch::tiny_examples`]
+    /// cover a new family or variant by its being listed.
+    fn tiny(num_classes: usize, input_size: usize) -> Vec<Self>;
 }
 
 /// Defines [`Network`], [`Arch`] and their dispatch from one list of families.
@@ -128,7 +129,15 @@ macro_rules! families {
         impl Arch {
             /// One test-sized architecture per family, in registry order.
             pub fn tiny_examples(num_classes: usize, input_size: usize) -> Vec<Arch> {
-                vec![$(Arch::$variant(<$arch as FamilyArch>::tiny(num_classes, input_size)),)+]
+                let mut all = Vec::new();
+                $(
+                    all.extend(
+                        <$arch as FamilyArch>::tiny(num_classes, input_size)
+                            .into_iter()
+                            .map(Arch::$variant),
+                    );
+                )+
+                all
             }
 
             /// torchvision's model `name` (e.g. `vgg16_bn`, `resnet18`) with `num_classes`

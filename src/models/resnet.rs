@@ -1,5 +1,5 @@
-//! ResNet family (He et al. 2016) with BasicBlocks, as torchvision's resnet18/resnet34, plus a
-//! small CPU-sized layout; all with a width divisor. The attribution layer is the last stage's
+//! ResNet family (He et al. 2016), as torchvision's resnet18/34 (basic blocks) and
+//! resnet50/101/152 (bottleneck blocks), plus a small CPU-sized layout; all with a width divisor. The attribution layer is the last stage's
 //! output (torchvision's `layer4`), the head a global average pool and one linear layer, so the
 //! closed-form Grad-CAM applies.
 //!
@@ -7,7 +7,13 @@
 //! explicit per-stage widths ([`StageWidths`]), because pruning leaves every stage and every
 //! block with its own channel count. The block structure (which blocks project) never changes.
 //!
-//! Tensor names follow torchvision's modules (`conv1`, `bn1`, `layers.{s}.{b}.conv1`,
+//! A block is a chain of conv + BatchNorm layers with ReLUs between them, plus a shortcut; its
+//! [`BlockKind`] says the chain's kernel sizes, which conv carries the stride and how much wider
+//! the residual stream is than the block's inside. Everything else (forward, counts, saved
+//! tensors, ONNX export, torchvision import, structured pruning) walks the chain, so a new kind
+//! of block is one variant of [`BlockKind`].
+//!
+//! Tensor names follow torchvision's modules (`conv1`, `bn1`, `layers.{s}.{b}.conv1`..`conv3`,
 //! `layers.{s}.{b}.downsample_conv`, `fc`), with torchvision's `layer1..layer4` as `layers.0..3`.
 
 use super::head::{HeadPooling, PiecewiseLinearHead};
@@ -33,6 +39,53 @@ pub enum Stem {
     Small,
 }
 
+/// The kind of residual block.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlockKind {
+    /// Two 3x3 convs, the first with the stride (resnet18/34).
+    #[default]
+    Basic,
+    /// 1x1 (reduce), 3x3 (with the stride, torchvision's "v1.5"), 1x1 (expand by 4)
+    /// (resnet50/101/152).
+    Bottleneck,
+}
+
+impl BlockKind {
+    /// Kernel sizes of the block's conv chain.
+    pub fn kernels(self) -> &'static [usize] {
+        match self {
+            BlockKind::Basic => &[3, 3],
+            BlockKind::Bottleneck => &[1, 3, 1],
+        }
+    }
+
+    /// Index of the conv in the chain that carries the block's stride.
+    pub fn stride_at(self) -> usize {
+        match self {
+            BlockKind::Basic => 0,
+            BlockKind::Bottleneck => 1,
+        }
+    }
+
+    /// Residual-stream channels per internal channel (torchvision's `expansion`).
+    pub fn expansion(self) -> usize {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck => 4,
+        }
+    }
+
+    /// Number of internal widths of a block (its convs but the last).
+    pub fn internal(self) -> usize {
+        self.kernels().len() - 1
+    }
+}
+
+/// torchvision's ResNets this family builds and imports.
+pub const TORCHVISION_RESNETS: &[&str] =
+    &["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"];
+
 /// Largest channel count a stage can have: `base_width` (at most 4096) doubled over 8 stages.
 /// Explicit widths are held to the same bound, so no description allocates beyond it.
 const MAX_WIDTH: usize = 4096 << 7;
@@ -54,10 +107,15 @@ pub struct StageWidths {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResNetArch {
-    /// Blocks per stage: a preset (`resnet18` = 2,2,2,2; `resnet34` = 3,4,6,3; `small` =
-    /// 1,1,1,1) or a list like `2,2`. Stage s has `base_width * 2^s` channels (before the
-    /// divisor) unless `widths` is given; every stage after the first halves the resolution.
+    /// Blocks per stage: a preset (`resnet18` = 2,2,2,2; `resnet34` = 3,4,6,3; `resnet50` =
+    /// 3,4,6,3, `resnet101` = 3,4,23,3, `resnet152` = 3,8,36,3 with bottleneck blocks; `small`
+    /// = 1,1,1,1) or a list like `2,2`. Stage s has `base_width * 2^s` internal channels and
+    /// `expansion` times as many in its residual stream (before the divisor) unless `widths` is
+    /// given; every stage after the first halves the resolution.
     pub layout: String,
+    /// The kind of block; absent: the preset's (bottleneck for resnet50/101/152, else basic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block: Option<BlockKind>,
     /// The stem.
     pub stem: Stem,
     /// Channels of the stem and the first stage (torchvision: 64).
@@ -82,6 +140,7 @@ impl Default for ResNetArch {
     fn default() -> Self {
         ResNetArch {
             layout: "small".into(),
+            block: None,
             stem: Stem::Small,
             base_width: 16,
             width_divisor: 1,
@@ -94,14 +153,17 @@ impl Default for ResNetArch {
 }
 
 impl ResNetArch {
-    /// torchvision's `resnet18` / `resnet34` for `num_classes` classes at 224 px.
+    /// torchvision's ResNet `name` (see [`TORCHVISION_RESNETS`]) for `num_classes` classes at
+    /// 224 px.
     pub fn torchvision(name: &str, num_classes: usize) -> Result<Self> {
         ensure!(
-            matches!(name, "resnet18" | "resnet34"),
-            "unknown torchvision ResNet '{name}' (known: resnet18, resnet34)"
+            TORCHVISION_RESNETS.contains(&name),
+            "unknown torchvision ResNet '{name}' (known: {})",
+            TORCHVISION_RESNETS.join(", ")
         );
         Ok(ResNetArch {
             layout: name.into(),
+            block: None,
             stem: Stem::Imagenet,
             base_width: 64,
             width_divisor: 1,
@@ -112,11 +174,21 @@ impl ResNetArch {
         })
     }
 
+    /// The kind of block: `block`, or the preset's.
+    pub fn block_kind(&self) -> BlockKind {
+        self.block.unwrap_or(match self.layout.as_str() {
+            "resnet50" | "resnet101" | "resnet152" => BlockKind::Bottleneck,
+            _ => BlockKind::Basic,
+        })
+    }
+
     /// Blocks per stage.
     pub fn blocks(&self) -> Result<Vec<usize>> {
         let text = match self.layout.as_str() {
             "resnet18" => "2,2,2,2",
-            "resnet34" => "3,4,6,3",
+            "resnet34" | "resnet50" => "3,4,6,3",
+            "resnet101" => "3,4,23,3",
+            "resnet152" => "3,8,36,3",
             "small" => "1,1,1,1",
             other => other,
         };
@@ -126,7 +198,7 @@ impl ResNetArch {
                 t.trim().parse::<usize>().with_context(|| {
                     format!(
                         "ResNet layout '{}': '{t}' is not a block count \
-                         (presets: resnet18, resnet34, small)",
+                         (presets: resnet18, resnet34, resnet50, resnet101, resnet152, small)",
                         self.layout
                     )
                 })
@@ -142,21 +214,41 @@ impl ResNetArch {
         Ok(blocks)
     }
 
-    /// Output channels of stage `s` (after the divisor). With explicit widths, `s` must be a
-    /// stage of a validated architecture.
+    /// Output channels of stage `s` (its residual stream, after the divisor). With explicit
+    /// widths, `s` must be a stage of a validated architecture.
     pub fn stage_width(&self, s: usize) -> usize {
         match &self.widths {
             Some(w) => self.divided(w[s].out),
-            None => (self.base_width << s) / self.width_divisor.max(1),
+            None => self.plain_width(s) * self.block_kind().expansion(),
         }
     }
 
-    /// Internal channels of block `b` of stage `s` (after the divisor): the stage's width
-    /// unless explicit widths say otherwise.
+    /// Output channels of the stem: stage 0's stream for basic blocks (whose first block adds
+    /// the stem's output to its own), `base_width` (after the divisor) for bottleneck blocks
+    /// (whose first block projects it to the 4x wider stream), as torchvision.
+    pub fn stem_width(&self) -> usize {
+        match self.block_kind() {
+            BlockKind::Basic => self.stage_width(0),
+            BlockKind::Bottleneck => self.plain_width(0),
+        }
+    }
+
+    /// `base_width * 2^s` after the divisor: a block's internal width without explicit widths.
+    fn plain_width(&self, s: usize) -> usize {
+        (self.base_width << s) / self.width_divisor.max(1)
+    }
+
+    /// First internal width of block `b` of stage `s` (after the divisor).
     pub fn mid_width(&self, s: usize, b: usize) -> usize {
+        self.internal_widths(s, b)[0]
+    }
+
+    /// Internal widths of block `b` of stage `s` (after the divisor), one per conv of the
+    /// block's chain but the last: `base_width * 2^s` unless explicit widths say otherwise.
+    pub fn internal_widths(&self, s: usize, b: usize) -> Vec<usize> {
         match &self.widths {
-            Some(w) => self.divided(w[s].mid[b]),
-            None => self.stage_width(s),
+            Some(w) => vec![self.divided(w[s].mid[b])],
+            None => vec![self.plain_width(s); self.block_kind().internal()],
         }
     }
 
@@ -192,6 +284,12 @@ impl ResNetArch {
             self.layout,
             blocks.len()
         );
+        ensure!(
+            self.block_kind() == BlockKind::Basic,
+            "explicit widths describe structurally pruned basic-block ResNets; {:?} blocks \
+             take their widths from base_width",
+            self.block_kind()
+        );
         for (s, (w, &count)) in widths.iter().zip(blocks).enumerate() {
             ensure!(
                 w.mid.len() == count,
@@ -212,6 +310,19 @@ impl ResNetArch {
     /// Checks the architecture before anything is built.
     pub fn validate(&self) -> Result<()> {
         let blocks = self.blocks()?;
+        if let Some(kind) = self.block {
+            let preset = ResNetArch {
+                block: None,
+                ..self.clone()
+            };
+            ensure!(
+                !self.layout.starts_with("resnet") || preset.block_kind() == kind,
+                "layout '{}' is built from {:?} blocks; block = {kind:?} contradicts it \
+                 (give the block counts as a list to build another kind)",
+                self.layout,
+                preset.block_kind()
+            );
+        }
         ensure!(self.num_classes >= 1, "num_classes must be at least 1");
         ensure!(self.width_divisor >= 1, "width_divisor must be at least 1");
         self.check_widths(&blocks)?;
@@ -286,7 +397,7 @@ impl ResNetArch {
 
     fn init_unlocked(&self, device: &Device) -> Result<ResNet> {
         let blocks = self.blocks()?;
-        let stem_width = self.stage_width(0);
+        let stem_width = self.stem_width();
         let (k, s, p) = match self.stem {
             Stem::Imagenet => (7, 2, 3),
             Stem::Small => (3, 1, 1),
@@ -300,8 +411,8 @@ impl ResNetArch {
             let mut stage_blocks = Vec::new();
             for b in 0..count {
                 let stride = if stage > 0 && b == 0 { 2 } else { 1 };
-                let mid = self.mid_width(stage, b);
-                stage_blocks.push(BasicBlock::new(in_ch, mid, out, stride, device));
+                let widths = self.block_widths(in_ch, stage, b);
+                stage_blocks.push(Block::new(self.block_kind(), &widths, stride, device));
                 in_ch = out;
             }
             layers.push(stage_blocks);
@@ -316,6 +427,15 @@ impl ResNetArch {
         })
     }
 
+    /// The channel counts along block `b` of stage `s`, which reads `in_ch` channels: its
+    /// input, internal widths and output.
+    fn block_widths(&self, in_ch: usize, s: usize, b: usize) -> Vec<usize> {
+        std::iter::once(in_ch)
+            .chain(self.internal_widths(s, b))
+            .chain(std::iter::once(self.stage_width(s)))
+            .collect()
+    }
+
     /// Every tensor a [`ResNet`] of this architecture holds, as burn names it in a saved file,
     /// with its shape; computed from the architecture alone.
     pub fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>> {
@@ -326,7 +446,7 @@ impl ResNetArch {
                 out.push((format!("{name}.{t}"), vec![c]));
             }
         };
-        let stem_width = self.stage_width(0);
+        let stem_width = self.stem_width();
         let k = if self.stem == Stem::Imagenet { 7 } else { 3 };
         out.push(("conv1.weight".into(), vec![stem_width, 3, k, k]));
         bn(&mut out, "bn1", stem_width);
@@ -335,11 +455,15 @@ impl ResNetArch {
             let c = self.stage_width(stage);
             for b in 0..count {
                 let p = format!("layers.{stage}.{b}");
-                let m = self.mid_width(stage, b);
-                out.push((format!("{p}.conv1.weight"), vec![m, in_ch, 3, 3]));
-                bn(&mut out, &format!("{p}.bn1"), m);
-                out.push((format!("{p}.conv2.weight"), vec![c, m, 3, 3]));
-                bn(&mut out, &format!("{p}.bn2"), c);
+                let widths = self.block_widths(in_ch, stage, b);
+                for (k, &kernel) in self.block_kind().kernels().iter().enumerate() {
+                    let (i, o) = (widths[k], widths[k + 1]);
+                    out.push((
+                        format!("{p}.conv{}.weight", k + 1),
+                        vec![o, i, kernel, kernel],
+                    ));
+                    bn(&mut out, &format!("{p}.bn{}", k + 1), o);
+                }
                 let stride = if stage > 0 && b == 0 { 2 } else { 1 };
                 if stride != 1 || in_ch != c {
                     out.push((format!("{p}.downsample_conv.weight"), vec![c, in_ch, 1, 1]));
@@ -352,6 +476,18 @@ impl ResNetArch {
         out.push(("fc.bias".into(), vec![self.num_classes]));
         Ok(out)
     }
+}
+
+/// Output side of `c` on a `side` x `side` input (square kernels, "same" padding k/2).
+fn conv_side(c: &Conv2d, side: usize) -> usize {
+    let [_, _, k, _] = c.weight.dims();
+    conv_out(side, k, c.stride[0], k / 2)
+}
+
+/// Multiply-accumulates of `c` producing a `side` x `side` output.
+fn conv_macs(c: &Conv2d, side: usize) -> usize {
+    let [o, i, kh, kw] = c.weight.dims();
+    o * i * kh * kw * side * side
 }
 
 /// Output side of a convolution or pool.
@@ -378,51 +514,121 @@ fn conv(
         .init(device)
 }
 
-/// conv3x3 -> BN -> ReLU -> conv3x3 -> BN, plus the shortcut (identity, or conv1x1 -> BN when
-/// the shape changes), then ReLU.
+/// A residual block: a chain of conv -> BN layers with ReLUs between them (`conv1`/`bn1`,
+/// `conv2`/`bn2` and, for a bottleneck, `conv3`/`bn3`), plus the shortcut (identity, or
+/// conv1x1 -> BN when stride or width change), then ReLU.
 #[derive(Module, Debug)]
-pub struct BasicBlock {
-    /// First 3x3 convolution (carries the stride).
+pub struct Block {
+    /// First convolution.
     pub conv1: Conv2d,
     /// Its BatchNorm.
     pub bn1: BatchNorm,
-    /// Second 3x3 convolution.
+    /// Second convolution.
     pub conv2: Conv2d,
     /// Its BatchNorm.
     pub bn2: BatchNorm,
+    /// Third convolution (bottleneck blocks).
+    pub conv3: Option<Conv2d>,
+    /// Its BatchNorm.
+    pub bn3: Option<BatchNorm>,
     /// Projection shortcut, when stride or width change.
     pub downsample_conv: Option<Conv2d>,
     /// Its BatchNorm.
     pub downsample_bn: Option<BatchNorm>,
 }
 
-impl BasicBlock {
-    /// A block from `in_ch` to `out` channels through `mid` internal ones (`out` unless pruned).
-    fn new(in_ch: usize, mid: usize, out: usize, stride: usize, device: &Device) -> Self {
+/// The torchvision name of a basic block, kept for code written before bottleneck blocks.
+pub type BasicBlock = Block;
+
+impl Block {
+    /// A block of `kind` through the channel counts `widths` (input, internal..., output).
+    fn new(kind: BlockKind, widths: &[usize], stride: usize, device: &Device) -> Self {
+        let kernels = kind.kernels();
+        let layer = |k: usize| {
+            let s = if k == kind.stride_at() { stride } else { 1 };
+            let kernel = kernels[k];
+            (
+                conv(widths[k], widths[k + 1], kernel, s, kernel / 2, device),
+                BatchNormConfig::new(widths[k + 1]).init(device),
+            )
+        };
+        let (conv1, bn1) = layer(0);
+        let (conv2, bn2) = layer(1);
+        let (conv3, bn3) = match kernels.len() {
+            3 => {
+                let (c, b) = layer(2);
+                (Some(c), Some(b))
+            }
+            _ => (None, None),
+        };
+        let (in_ch, out) = (widths[0], widths[widths.len() - 1]);
         let project = stride != 1 || in_ch != out;
-        BasicBlock {
-            conv1: conv(in_ch, mid, 3, stride, 1, device),
-            bn1: BatchNormConfig::new(mid).init(device),
-            conv2: conv(mid, out, 3, 1, 1, device),
-            bn2: BatchNormConfig::new(out).init(device),
+        Block {
+            conv1,
+            bn1,
+            conv2,
+            bn2,
+            conv3,
+            bn3,
             downsample_conv: project.then(|| conv(in_ch, out, 1, stride, 0, device)),
             downsample_bn: project.then(|| BatchNormConfig::new(out).init(device)),
         }
     }
 
+    /// The conv -> BN chain, in order.
+    pub fn chain(&self) -> Vec<(&Conv2d, &BatchNorm)> {
+        let mut chain = vec![(&self.conv1, &self.bn1), (&self.conv2, &self.bn2)];
+        if let (Some(c), Some(b)) = (&self.conv3, &self.bn3) {
+            chain.push((c, b));
+        }
+        chain
+    }
+
+    /// The conv -> BN chain, in order, mutably.
+    pub fn chain_mut(&mut self) -> Vec<(&mut Conv2d, &mut BatchNorm)> {
+        let mut chain = vec![
+            (&mut self.conv1, &mut self.bn1),
+            (&mut self.conv2, &mut self.bn2),
+        ];
+        if let (Some(c), Some(b)) = (&mut self.conv3, &mut self.bn3) {
+            chain.push((c, b));
+        }
+        chain
+    }
+
+    /// The projection shortcut, when there is one.
+    pub fn shortcut(&self) -> Option<(&Conv2d, &BatchNorm)> {
+        self.downsample_conv
+            .as_ref()
+            .zip(self.downsample_bn.as_ref())
+    }
+
+    /// The conv whose output is added to the shortcut (the chain's last).
+    pub fn last_conv(&self) -> &Conv2d {
+        self.conv3.as_ref().unwrap_or(&self.conv2)
+    }
+
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = relu(self.bn1.forward(self.conv1.forward(x.clone())));
-        let y = self.bn2.forward(self.conv2.forward(y));
-        let shortcut = match (&self.downsample_conv, &self.downsample_bn) {
-            (Some(c), Some(b)) => b.forward(c.forward(x)),
-            _ => x,
+        let chain = self.chain();
+        let last = chain.len() - 1;
+        let mut y = x.clone();
+        for (k, (c, b)) in chain.into_iter().enumerate() {
+            y = b.forward(c.forward(y));
+            if k < last {
+                y = relu(y);
+            }
+        }
+        let shortcut = match self.shortcut() {
+            Some((c, b)) => b.forward(c.forward(x)),
+            None => x,
         };
         relu(y + shortcut)
     }
 
     fn convs(&self) -> impl Iterator<Item = &Conv2d> {
-        [&self.conv1, &self.conv2]
+        self.chain()
             .into_iter()
+            .map(|(c, _)| c)
             .chain(self.downsample_conv.as_ref())
     }
 }
@@ -435,7 +641,7 @@ pub struct ResNet {
     /// Stem BatchNorm.
     pub bn1: BatchNorm,
     /// Residual stages, each a list of blocks.
-    pub layers: Vec<Vec<BasicBlock>>,
+    pub layers: Vec<Vec<Block>>,
     /// The linear head.
     pub fc: Linear,
     /// The architecture this network was built from.
@@ -480,7 +686,13 @@ impl ResNet {
                 .layers
                 .iter()
                 .flatten()
-                .map(|b| bn(&b.bn1) + bn(&b.bn2) + b.downsample_bn.as_ref().map_or(0, bn))
+                .flat_map(|b| {
+                    b.chain()
+                        .into_iter()
+                        .map(|(_, n)| n)
+                        .chain(b.downsample_bn.as_ref())
+                })
+                .map(bn)
                 .sum::<usize>();
         convs + bns + self.head().params()
     }
@@ -504,15 +716,15 @@ impl ResNet {
         if self.arch.stem == Stem::Imagenet {
             side = conv_out(side, 3, 2, 1);
         }
-        for (s, stage) in self.layers.iter().enumerate() {
-            for (b, block) in stage.iter().enumerate() {
-                if s > 0 && b == 0 {
-                    side = conv_out(side, 3, 2, 1);
-                }
-                for c in block.convs() {
-                    let [o, i, kh, kw] = c.weight.dims();
-                    total += o * i * kh * kw * side * side;
-                }
+        for block in self.layers.iter().flatten() {
+            // every conv's output side from its own stride and padding
+            let block_in = side;
+            for (c, _) in block.chain() {
+                side = conv_side(c, side);
+                total += conv_macs(c, side);
+            }
+            if let Some((c, _)) = block.shortcut() {
+                total += conv_macs(c, conv_side(c, block_in));
             }
         }
         total + self.head().macs()
@@ -557,8 +769,12 @@ impl FamilyArch for ResNetArch {
             t => format!("widths (out:mid per stage) {t}"),
         };
         format!(
-            "layout '{}', {:?} stem, {widths}, width divisor {}, {} classes",
-            self.layout, self.stem, self.width_divisor, self.num_classes
+            "layout '{}', {:?} blocks, {:?} stem, {widths}, width divisor {}, {} classes",
+            self.layout,
+            self.block_kind(),
+            self.stem,
+            self.width_divisor,
+            self.num_classes
         )
     }
     fn layout_name(&self) -> String {
@@ -568,15 +784,20 @@ impl FamilyArch for ResNetArch {
             format!("resnet-{}", self.layout)
         }
     }
-    fn tiny(num_classes: usize, input_size: usize) -> Self {
-        // two stages, the second with a projection shortcut: every kind of block is exercised
-        ResNetArch {
-            layout: "1,1".into(),
-            base_width: 4,
-            num_classes,
-            input_size,
-            dropout: 0.5,
-            ..ResNetArch::default()
-        }
+    /// One per block kind, each with two stages (the second with a projection shortcut; a
+    /// bottleneck's first block projects too, its stream being wider than the stem).
+    fn tiny(num_classes: usize, input_size: usize) -> Vec<Self> {
+        [BlockKind::Basic, BlockKind::Bottleneck]
+            .into_iter()
+            .map(|kind| ResNetArch {
+                layout: "1,1".into(),
+                block: Some(kind),
+                base_width: 4,
+                num_classes,
+                input_size,
+                dropout: 0.5,
+                ..ResNetArch::default()
+            })
+            .collect()
     }
 }

@@ -1,4 +1,4 @@
-//! Import of torchvision's `resnet18` / `resnet34` from a state_dict saved as `.safetensors` or
+//! Import of torchvision's ResNets (`resnet18` ... `resnet152`) from a state_dict saved as `.safetensors` or
 //! as a PyTorch `.pth` file (no Python needed).
 //!
 //! torchvision's names map one to one onto [`ResNet`]'s: `conv1`, `bn1`, `layer{s+1}.{b}` ->
@@ -6,7 +6,7 @@
 //! `downsample.0` (conv) / `downsample.1` (BN) -> `downsample_conv` / `downsample_bn`, and `fc`.
 //! BatchNorm `weight`/`bias` are burn's `gamma`/`beta`; linear weights are transposed.
 
-use super::resnet::{BasicBlock, ResNet, ResNetArch};
+use super::resnet::{Block, ResNet, ResNetArch};
 use super::torchvision::{StateDict, Taker, TorchvisionImport, read_state_dict_anchored, tensor};
 use anyhow::{Context, Result};
 use burn::module::{Param, RunningState};
@@ -32,7 +32,7 @@ pub fn import_torchvision_resnet(
 }
 
 impl TorchvisionImport for ResNetArch {
-    const TORCHVISION_NAMES: &'static [&'static str] = &["resnet18", "resnet34"];
+    const TORCHVISION_NAMES: &'static [&'static str] = super::resnet::TORCHVISION_RESNETS;
 
     fn torchvision_arch(name: &str, num_classes: usize) -> Result<Self> {
         ResNetArch::torchvision(name, num_classes)
@@ -90,11 +90,11 @@ fn apply_resnet_state_dict(
     Ok(model)
 }
 
-fn take_block(tk: &mut Taker, block: &mut BasicBlock, prefix: &str, device: &Device) {
-    take_conv(tk, &mut block.conv1, &format!("{prefix}.conv1"), device);
-    take_bn(tk, &mut block.bn1, &format!("{prefix}.bn1"), device);
-    take_conv(tk, &mut block.conv2, &format!("{prefix}.conv2"), device);
-    take_bn(tk, &mut block.bn2, &format!("{prefix}.bn2"), device);
+fn take_block(tk: &mut Taker, block: &mut Block, prefix: &str, device: &Device) {
+    for (k, (conv, bn)) in block.chain_mut().into_iter().enumerate() {
+        take_conv(tk, conv, &format!("{prefix}.conv{}", k + 1), device);
+        take_bn(tk, bn, &format!("{prefix}.bn{}", k + 1), device);
+    }
     if let Some(conv) = block.downsample_conv.as_mut() {
         take_conv(tk, conv, &format!("{prefix}.downsample.0"), device);
     }
@@ -216,6 +216,23 @@ mod tests {
         let imported =
             apply_resnet_state_dict(&arch(), &sd, &device, None, Path::new("r.pth")).unwrap();
         assert_eq!(logits(&imported), logits(&original));
+        // bottleneck blocks: torchvision's conv3/bn3 and a projection in every stage
+        let bottleneck = ResNetArch {
+            block: Some(crate::models::resnet::BlockKind::Bottleneck),
+            ..arch()
+        };
+        let original_b = bottleneck.init(&device, 12).unwrap();
+        let sd_b = torchvision_state_dict(&original_b);
+        for name in [
+            "layer1.0.conv3.weight",
+            "layer1.0.bn3.running_var",
+            "layer1.0.downsample.0.weight",
+        ] {
+            assert!(sd_b.contains_key(name), "{name}");
+        }
+        let imported =
+            apply_resnet_state_dict(&bottleneck, &sd_b, &device, None, Path::new("r.pth")).unwrap();
+        assert_eq!(logits(&imported), logits(&original_b));
         // a fresh head for another label set ignores the file's fc
         let mut five = arch();
         five.num_classes = 5;

@@ -401,13 +401,13 @@ impl FamilyArch for VggArch {
     fn layout_name(&self) -> String {
         self.layout.clone()
     }
-    fn tiny(num_classes: usize, input_size: usize) -> Self {
-        VggArch {
+    fn tiny(num_classes: usize, input_size: usize) -> Vec<Self> {
+        vec![VggArch {
             layout: "4,M,8,M".into(),
             num_classes,
             input_size,
             ..VggArch::default()
-        }
+        }]
     }
 }
 

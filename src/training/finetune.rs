@@ -9,7 +9,9 @@ use crate::attribution::closed_form::gradcam_weights;
 use crate::attribution::one_hot;
 use crate::compression::{Compression, StepHook};
 use crate::data::Dataset;
-use crate::matching::{MatchConfig, MatchInputs, MatchLayer, MatchTarget, Regularizer};
+use crate::matching::{
+    MatchConfig, MatchInputs, MatchLayer, MatchTarget, Regularizer, WeightsGradient,
+};
 use crate::models::head::HeadPooling;
 use crate::models::{HeadDropout, Network};
 use crate::util::derive_seed;
@@ -392,6 +394,10 @@ fn matching_term(
     } else {
         let z = |c: usize| Tensor::<2>::zeros([rows.len(), c], &device);
         (z(s_a.dims()[1]), z(t_a.dims()[1]))
+    };
+    let s_w = match spec.matching.weights_gradient {
+        WeightsGradient::Through => s_w,
+        WeightsGradient::Stopped => s_w.detach(),
     };
     let (s_f, t_f) = match spec.matching.layer {
         MatchLayer::LastConv => (s_a, t_a),
