@@ -13,8 +13,11 @@ numpy re-implementation (tests/fixtures/check_torch_export.py) that follows this
 
 Command line: `python faithful_torch.py STEM` prints the module and a forward pass on zeros.
 
-Layer names are torchvision's vgg*_bn names: `features.{i}` (Conv2d, BatchNorm2d, ReLU,
-MaxPool2d, and last the head pool) and `classifier.{j}` (Linear, ReLU, Dropout, ..., Linear).
+Layer names are torchvision's: for a VGG its vgg*_bn names, `features.{i}` (Conv2d,
+BatchNorm2d, ReLU, MaxPool2d, and last the head pool) and `classifier.{j}` (Linear, ReLU,
+Dropout, ..., Linear); for a ResNet (`"family": "resnet"`) its resnet names, `conv1`, `bn1`,
+`layer{s}.{b}.conv{k}` / `bn{k}` / `downsample`, `fc`. A ResNet export whose JSON names a
+`torchvision` constructor also loads into `torchvision.models.<that>(num_classes=K)`.
 """
 import json
 import sys
@@ -70,6 +73,63 @@ class FaithfulVgg(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+class _Block(nn.Module):
+    """A residual block under torchvision's names: conv1/bn1 ... convK/bnK, downsample."""
+
+    def __init__(self, desc):
+        super().__init__()
+        self.depth = len(desc["chain"])
+        for k, layer in enumerate(desc["chain"], start=1):
+            setattr(self, f"conv{k}", _conv(layer["conv"]))
+            setattr(self, f"bn{k}", _bn(layer["bn"]))
+        d = desc["downsample"]
+        self.downsample = None if d is None else nn.Sequential(_conv(d["conv"]), _bn(d["bn"]))
+        self.relu = nn.ReLU(inplace=False)
+
+    def forward(self, x):
+        y = x
+        for k in range(1, self.depth + 1):
+            y = getattr(self, f"bn{k}")(getattr(self, f"conv{k}")(y))
+            if k < self.depth:
+                y = self.relu(y)
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(y + shortcut)
+
+
+def _conv(c):
+    return nn.Conv2d(c["in"], c["out"], c["kernel"], stride=c["stride"], padding=c["padding"],
+                     bias=False)
+
+
+def _bn(b):
+    return nn.BatchNorm2d(b["channels"], eps=b["eps"], momentum=b["momentum"])
+
+
+class FaithfulResNet(nn.Module):
+    """torchvision's ResNet structure for any widths and stems; returns logits."""
+
+    def __init__(self, desc):
+        super().__init__()
+        stem = desc["stem"]
+        self.conv1, self.bn1 = _conv(stem["conv"]), _bn(stem["bn"])
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem["maxpool"] else nn.Identity()
+        for s, stage in enumerate(desc["layers"], start=1):
+            setattr(self, f"layer{s}", nn.Sequential(*[_Block(b) for b in stage]))
+        self.stages = len(desc["layers"])
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(desc["fc"]["in"], desc["fc"]["out"])
+        self.normalization = desc["input"].get("normalization")
+        self.class_names = desc.get("class_names")
+        self.input_size = (desc["input"]["height"], desc["input"]["width"])
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for s in range(1, self.stages + 1):
+            x = getattr(self, f"layer{s}")(x)
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
 def load(stem):
     """Builds the module described by STEM.json, loads STEM.safetensors strictly, sets eval()."""
     for ext in (".json", ".safetensors"):
@@ -79,7 +139,7 @@ def load(stem):
         desc = json.load(f)
     if desc.get("format") != "faithful-torch-export":
         raise ValueError(f"{stem}.json is not a faithful PyTorch export description")
-    model = FaithfulVgg(desc)
+    model = FaithfulResNet(desc) if desc.get("family") == "resnet" else FaithfulVgg(desc)
     model.load_state_dict(load_file(stem + ".safetensors"), strict=True)
     return model.eval()
 

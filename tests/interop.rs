@@ -779,20 +779,11 @@ fn onnx_export_matches_onnxruntime() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// ResNets of both stems (the ImageNet stem has the padded max-pool), with identity and
-/// projection shortcuts and random BatchNorm statistics, give onnxruntime's logits.
-#[test]
-fn resnet_onnx_export_matches_onnxruntime() {
-    if !python_with("onnxruntime, numpy") {
-        eprintln!(
-            "SKIPPED: onnxruntime check of the ResNet export (python3 with onnxruntime and numpy \
-             not found; pip install onnxruntime numpy)"
-        );
-        return;
-    }
+/// Tiny ResNets of both stems (the ImageNet stem has the padded max-pool) and both block kinds,
+/// with identity and projection shortcuts and random BatchNorm statistics.
+fn resnet_cases(device: &Device) -> Vec<(&'static str, faithful::models::ResNet)> {
     use faithful::models::resnet::{BlockKind, ResNetArch, Stem};
-    let device = Device::flex();
-    let dir = tmp("onnx-resnet");
+    let mut cases = Vec::new();
     for (name, stem, layout, block) in [
         ("small", Stem::Small, "1,2", BlockKind::Basic),
         ("imagenet", Stem::Imagenet, "2,1", BlockKind::Basic),
@@ -807,13 +798,13 @@ fn resnet_onnx_export_matches_onnxruntime() {
             input_size: 32,
             ..ResNetArch::default()
         };
-        let mut net = arch.init(&device, 7).unwrap();
+        let mut net = arch.init(device, 7).unwrap();
         let mut draw = 100u64;
         let mut randomize = |bn: &mut burn::nn::BatchNorm| {
             let c = bn.gamma.dims()[0];
             let mut r = |lo: f64, hi: f64| {
                 draw += 1;
-                faithful::util::seeded_random([c], Distribution::Uniform(lo, hi), &device, draw)
+                faithful::util::seeded_random([c], Distribution::Uniform(lo, hi), device, draw)
             };
             bn.gamma = Param::from_tensor(r(0.5, 1.5));
             bn.beta = Param::from_tensor(r(-0.3, 0.3));
@@ -829,6 +820,24 @@ fn resnet_onnx_export_matches_onnxruntime() {
                 randomize(bn);
             }
         }
+        cases.push((name, net));
+    }
+    cases
+}
+
+/// Every [`resnet_cases`] network gives onnxruntime's logits.
+#[test]
+fn resnet_onnx_export_matches_onnxruntime() {
+    if !python_with("onnxruntime, numpy") {
+        eprintln!(
+            "SKIPPED: onnxruntime check of the ResNet export (python3 with onnxruntime and numpy \
+             not found; pip install onnxruntime numpy)"
+        );
+        return;
+    }
+    let device = Device::flex();
+    let dir = tmp("onnx-resnet");
+    for (name, net) in resnet_cases(&device) {
         let net: faithful::models::Network = net.into();
         let x = input(3, 32, 5);
         let logits = floats(net.forward(tensor4(&x, 3, 32, &device)));
@@ -849,6 +858,65 @@ fn resnet_onnx_export_matches_onnxruntime() {
                 lo.to_str().unwrap(),
             ],
         );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The PyTorch export of every [`resnet_cases`] network: its safetensors carry torchvision's
+/// names (read back by the torchvision importer to the same logits), and numpy recomputes the
+/// logits from the JSON block list alone (and PyTorch, through `python/faithful_torch.py`,
+/// when torch is installed).
+#[test]
+fn resnet_torch_export_has_torchvision_names_and_matches_numpy() {
+    let numpy = python_with("numpy");
+    if !numpy {
+        eprintln!(
+            "SKIPPED: numpy check of the ResNet PyTorch export (python3 with numpy not found)"
+        );
+    }
+    let torch = python_with("torch,numpy,safetensors");
+    if !torch {
+        eprintln!(
+            "SKIPPED: python/faithful_torch.py check of a ResNet (python3 with torch not found)"
+        );
+    }
+    let device = Device::flex();
+    let dir = tmp("torch-resnet");
+    for (name, net) in resnet_cases(&device) {
+        let arch = net.arch.clone();
+        let net: faithful::models::Network = net.into();
+        let stem = dir.join(name);
+        faithful::export::export_torch_network(&net, &stem, None, None).unwrap();
+        let x = input(3, 32, 5);
+        let logits = floats(net.forward(tensor4(&x, 3, 32, &device)));
+        let weights = dir.join(format!("{name}.safetensors"));
+        let back =
+            faithful::models::TorchvisionImport::import_torchvision(&arch, &weights, &device, None)
+                .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let back: faithful::models::Network = back.into();
+        assert_eq!(
+            floats(back.forward(tensor4(&x, 3, 32, &device))),
+            logits,
+            "{name}"
+        );
+        let (xi, lo) = (
+            dir.join(format!("{name}.x.f32")),
+            dir.join(format!("{name}.y.f32")),
+        );
+        write_f32(&xi, &x);
+        write_f32(&lo, &logits);
+        let args = [
+            stem.to_str().unwrap(),
+            xi.to_str().unwrap(),
+            "3",
+            lo.to_str().unwrap(),
+        ];
+        if numpy {
+            run_python("check_torch_export.py", &args);
+        }
+        if torch {
+            run_python("check_faithful_torch.py", &args);
+        }
     }
     std::fs::remove_dir_all(&dir).ok();
 }

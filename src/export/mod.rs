@@ -7,6 +7,7 @@
 pub mod onnx;
 pub mod onnx_resnet;
 pub mod torch;
+pub mod torch_resnet;
 
 pub use onnx::OnnxExport;
 pub use onnx::export_onnx;

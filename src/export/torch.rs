@@ -18,7 +18,7 @@ use crate::models::torchvision::{
     apply_state_dict, read_state_dict, torchvision_classifier_index, torchvision_feature_indices,
 };
 use crate::models::vgg::HeadPool;
-use crate::models::{Network, ResNet, Vgg, VggArch};
+use crate::models::{Network, Vgg, VggArch};
 use crate::util::write_atomic;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use burn::prelude::*;
@@ -78,9 +78,6 @@ impl TorchExport for Vgg {
     }
 }
 
-/// Not yet: the exported module would need a residual block in the JSON's layer list.
-impl TorchExport for ResNet {}
-
 /// Any network through its family's [`TorchExport`]; a family without one is an error naming
 /// it.
 pub fn export_torch_network(
@@ -113,23 +110,7 @@ pub fn export_torch_with_normalization(
 ) -> Result<()> {
     let (weights_path, json_path) = export_paths(out);
     let arch = &model.arch;
-    if let Some(names) = class_names {
-        ensure!(
-            names.len() == arch.num_classes,
-            "{}: {} class names given for a network with {} classes",
-            json_path.display(),
-            names.len(),
-            arch.num_classes
-        );
-    }
-    if let Some((mean, std)) = normalization {
-        ensure!(
-            mean.iter().all(|m| m.is_finite()) && std.iter().all(|s| s.is_finite() && *s != 0.0),
-            "{}: normalisation std must be finite and non-zero, mean finite; got mean {mean:?} \
-             std {std:?}",
-            json_path.display()
-        );
-    }
+    check_export_inputs(&json_path, arch.num_classes, class_names, normalization)?;
     let (indices, pool5) = torchvision_feature_indices(arch)
         .with_context(|| format!("cannot export to {}", json_path.display()))?;
     let (blocks, linears) =
@@ -268,6 +249,62 @@ pub fn export_torch_with_normalization(
         "notes": "features.{i} and classifier.{i} are positions in two nn.Sequential, as in \
                   torchvision's vgg*_bn; the model returns logits (no softmax or sigmoid).",
     });
+    write_export(&weights_path, &json_path, &tensors, &description)
+}
+
+/// One tensor of an export: name, shape, little-endian bytes, dtype.
+pub(crate) type ExportTensor = (String, Vec<usize>, Vec<u8>, safetensors::Dtype);
+
+/// An `f32` tensor of an export.
+pub(crate) fn f32_tensor(name: String, shape: Vec<usize>, values: &[f32]) -> ExportTensor {
+    (name, shape, le_bytes(values), safetensors::Dtype::F32)
+}
+
+/// The `num_batches_tracked` counter PyTorch's BatchNorm saves (0: its value is unused in
+/// evaluation and with a momentum set).
+pub(crate) fn batches_tracked(bn: &str) -> ExportTensor {
+    (
+        format!("{bn}.num_batches_tracked"),
+        vec![],
+        0i64.to_le_bytes().to_vec(),
+        safetensors::Dtype::I64,
+    )
+}
+
+/// Class names must number the classes; a normalisation must be usable.
+pub(crate) fn check_export_inputs(
+    json_path: &Path,
+    num_classes: usize,
+    class_names: Option<&[String]>,
+    normalization: Option<([f32; 3], [f32; 3])>,
+) -> Result<()> {
+    if let Some(names) = class_names {
+        ensure!(
+            names.len() == num_classes,
+            "{}: {} class names given for a network with {num_classes} classes",
+            json_path.display(),
+            names.len(),
+        );
+    }
+    if let Some((mean, std)) = normalization {
+        ensure!(
+            mean.iter().all(|m| m.is_finite()) && std.iter().all(|s| s.is_finite() && *s != 0.0),
+            "{}: normalisation std must be finite and non-zero, mean finite; got mean {mean:?} \
+             std {std:?}",
+            json_path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes the weights, then the description; if the description cannot be written the weights
+/// are removed again, so no half export is left behind.
+pub(crate) fn write_export(
+    weights_path: &Path,
+    json_path: &Path,
+    tensors: &[ExportTensor],
+    description: &Value,
+) -> Result<()> {
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
         .map(|(name, shape, bytes, dtype)| {
@@ -280,11 +317,11 @@ pub fn export_torch_with_normalization(
     info.insert("format".to_string(), "pt".to_string());
     let bytes = safetensors::serialize(views, Some(info))
         .map_err(|e| anyhow!("{}: cannot serialise: {e}", weights_path.display()))?;
-    let text = serde_json::to_string_pretty(&description)?;
-    write_atomic(&weights_path, &bytes)?;
-    if let Err(e) = write_atomic(&json_path, text.as_bytes()) {
+    let text = serde_json::to_string_pretty(description)?;
+    write_atomic(weights_path, &bytes)?;
+    if let Err(e) = write_atomic(json_path, text.as_bytes()) {
         // the weights alone cannot be loaded: do not leave half an export behind
-        let _ = std::fs::remove_file(&weights_path);
+        let _ = std::fs::remove_file(weights_path);
         return Err(e.context(format!("removed {} again", weights_path.display())));
     }
     Ok(())

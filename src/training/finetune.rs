@@ -401,7 +401,20 @@ fn matching_term(
     };
     let (s_f, t_f) = match spec.matching.layer {
         MatchLayer::LastConv => (s_a, t_a),
-        MatchLayer::Pool5 => (student.head().pool(s_a), teacher.head().pool(t_a)),
+        MatchLayer::Pool5 => {
+            let (s_p, t_p) = (
+                student.head().pool(s_a.clone()),
+                teacher.head().pool(t_a.clone()),
+            );
+            // a global pool (ResNet, a global-max VGG head) leaves 1x1 maps, which carry no
+            // attribution: match the map it pools instead
+            let spatial = |t: &Tensor<4>| t.dims()[2] * t.dims()[3] > 1;
+            if spatial(&s_p) && spatial(&t_p) {
+                (s_p, t_p)
+            } else {
+                (s_a, t_a)
+            }
+        }
     };
     let inputs = MatchInputs {
         student_features: s_f,
