@@ -132,13 +132,12 @@ fn check_compatible(student: &Network, teacher: &Network, spec: &FineTuneSpec) -
         HeadPooling::Max { kernel } => side / kernel.max(1),
         HeadPooling::GlobalAverage => 1,
     };
-    if spec.matching.layer == MatchLayer::Pool5
-        && (pooled_side(student, st.1) != pooled_side(teacher, tt.1)
-            || pooled_side(student, st.1) < 2)
-    {
+    // a head that pools to 1x1 is matched at its last conv layer instead (see MatchLayer::Pool5)
+    let (s_side, t_side) = (pooled_side(student, st.1), pooled_side(teacher, tt.1));
+    if spec.matching.layer == MatchLayer::Pool5 && s_side >= 2 && t_side >= 2 && s_side != t_side {
         bail!(
-            "{}: matching at pool5 needs both heads to pool to the same map of at least 2x2 \
-             (the max2 head pool; a global pool leaves a 1x1 map)",
+            "{}: matching at pool5 needs both heads to pool to maps of the same side, got \
+             {s_side}x{s_side} (student) and {t_side}x{t_side} (teacher)",
             spec.label
         );
     }
