@@ -2,6 +2,8 @@
 
 pub mod closed_form;
 pub mod gradcam;
+pub mod gradcam_pp;
+pub mod integrated_gradients;
 
 use crate::models::Network;
 use anyhow::Result;
@@ -17,7 +19,12 @@ pub trait Attribution: Sync {
 }
 
 /// All attribution methods, by name.
-pub static REGISTRY: &[&dyn Attribution] = &[&gradcam::GradCam, &gradcam::GradCamClosedForm];
+pub static REGISTRY: &[&dyn Attribution] = &[
+    &gradcam::GradCam,
+    &gradcam::GradCamClosedForm,
+    &gradcam_pp::GradCamPlusPlus,
+    &integrated_gradients::IntegratedGradients,
+];
 
 /// Looks an attribution method up by name, with an error listing the known ones.
 pub fn by_name(name: &str) -> Result<&'static dyn Attribution> {
