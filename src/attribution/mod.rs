@@ -9,7 +9,9 @@ use crate::models::Network;
 use anyhow::Result;
 use burn::prelude::*;
 
-/// An attribution method producing one map per image at the network's attribution layer.
+/// An attribution method producing one map per image, at the method's own resolution (the
+/// attribution layer for the CAM methods, the input pixels for Integrated Gradients); users
+/// upsample maps to the input size.
 pub trait Attribution: Sync {
     /// Name used in configs and reports.
     fn name(&self) -> &'static str;
