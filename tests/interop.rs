@@ -73,6 +73,42 @@ fn write_f32(path: &Path, v: &[f32]) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Writes a batch `x` and its expected logits as `<name>.x.f32` / `<name>.y.f32` in `dir`.
+fn write_case(dir: &Path, name: &str, x: &[f32], logits: &[f32]) -> (PathBuf, PathBuf) {
+    let (xi, lo) = (
+        dir.join(format!("{name}.x.f32")),
+        dir.join(format!("{name}.y.f32")),
+    );
+    write_f32(&xi, x);
+    write_f32(&lo, logits);
+    (xi, lo)
+}
+
+/// Recomputes a PyTorch export's logits for the `n` images in `xi` with numpy and, when torch
+/// is installed, with `python/faithful_torch.py`, against the expected logits in `lo`.
+fn check_torch_export_in_python(
+    stem: &Path,
+    xi: &Path,
+    n: usize,
+    lo: &Path,
+    numpy: bool,
+    torch: bool,
+) {
+    let n = n.to_string();
+    let args = [
+        stem.to_str().unwrap(),
+        xi.to_str().unwrap(),
+        n.as_str(),
+        lo.to_str().unwrap(),
+    ];
+    if numpy {
+        run_python("check_torch_export.py", &args);
+    }
+    if torch {
+        run_python("check_faithful_torch.py", &args);
+    }
+}
+
 fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
@@ -538,24 +574,8 @@ fn torch_export_round_trips_and_matches_numpy() {
             .collect();
         assert_eq!(convs, expected, "{name}");
 
-        let (xi, lo) = (
-            dir.join(format!("{name}.x.f32")),
-            dir.join(format!("{name}.y.f32")),
-        );
-        write_f32(&xi, &x);
-        write_f32(&lo, &a);
-        let args = [
-            stem.to_str().unwrap(),
-            xi.to_str().unwrap(),
-            "3",
-            lo.to_str().unwrap(),
-        ];
-        if numpy {
-            run_python("check_torch_export.py", &args);
-        }
-        if torch {
-            run_python("check_faithful_torch.py", &args);
-        }
+        let (xi, lo) = write_case(&dir, name, &x, &a);
+        check_torch_export_in_python(&stem, &xi, 3, &lo, numpy, torch);
     }
     // torchvision naming of the pruned export: features.4 is the second conv (after a pool)
     let st = safetensors::SafeTensors::deserialize(
@@ -747,12 +767,7 @@ fn onnx_export_matches_onnxruntime() {
         let logits = floats(net.forward(tensor4(&xn, n, 8, &device)));
         let path = dir.join(format!("{name}.onnx"));
         export_onnx(&net.clone().into(), &path, Some((mean, std))).unwrap();
-        let (xi, lo) = (
-            dir.join(format!("{name}.x.f32")),
-            dir.join(format!("{name}.y.f32")),
-        );
-        write_f32(&xi, &x);
-        write_f32(&lo, &logits);
+        let (xi, lo) = write_case(&dir, name, &x, &logits);
         run_python(
             "check_onnx.py",
             &[
@@ -843,12 +858,7 @@ fn resnet_onnx_export_matches_onnxruntime() {
         let logits = floats(net.forward(tensor4(&x, 3, 32, &device)));
         let path = dir.join(format!("{name}.onnx"));
         export_onnx(&net, &path, None).unwrap();
-        let (xi, lo) = (
-            dir.join(format!("{name}.x.f32")),
-            dir.join(format!("{name}.y.f32")),
-        );
-        write_f32(&xi, &x);
-        write_f32(&lo, &logits);
+        let (xi, lo) = write_case(&dir, name, &x, &logits);
         run_python(
             "check_onnx.py",
             &[
@@ -899,24 +909,8 @@ fn resnet_torch_export_has_torchvision_names_and_matches_numpy() {
             logits,
             "{name}"
         );
-        let (xi, lo) = (
-            dir.join(format!("{name}.x.f32")),
-            dir.join(format!("{name}.y.f32")),
-        );
-        write_f32(&xi, &x);
-        write_f32(&lo, &logits);
-        let args = [
-            stem.to_str().unwrap(),
-            xi.to_str().unwrap(),
-            "3",
-            lo.to_str().unwrap(),
-        ];
-        if numpy {
-            run_python("check_torch_export.py", &args);
-        }
-        if torch {
-            run_python("check_faithful_torch.py", &args);
-        }
+        let (xi, lo) = write_case(&dir, name, &x, &logits);
+        check_torch_export_in_python(&stem, &xi, 3, &lo, numpy, torch);
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -15,7 +15,7 @@
 //! [`StageWidths`] in its architecture.
 
 use super::structured::{FilterPrunable, FilterPruning, index, kept_filters};
-use crate::models::resnet::{BasicBlock, BlockKind, StageWidths};
+use crate::models::resnet::{Block, BlockKind, StageWidths};
 use crate::models::{ResNet, ResNetArch};
 use anyhow::{Result, ensure};
 use burn::module::{Module, Param, RunningState};
@@ -191,8 +191,8 @@ fn slice_bn(src: &BatchNorm, dst: &mut BatchNorm, keep: &Tensor<1, Int>) {
 /// One block sliced: internal channels `mid`, input channels `inp` (the previous stream's),
 /// output channels `out` (its stage's stream).
 fn slice_block(
-    src: &BasicBlock,
-    dst: &mut BasicBlock,
+    src: &Block,
+    dst: &mut Block,
     inp: &Tensor<1, Int>,
     mid: &Tensor<1, Int>,
     out: &Tensor<1, Int>,

@@ -124,10 +124,9 @@ pub fn export_torch_with_normalization(
         indices.len()
     );
 
-    // tensors: name -> (shape, bytes, dtype)
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>, safetensors::Dtype)> = Vec::new();
+    let mut tensors: Vec<ExportTensor> = Vec::new();
     let mut f32t = |name: String, shape: Vec<usize>, v: &[f32]| {
-        tensors.push((name, shape, le_bytes(v), safetensors::Dtype::F32));
+        tensors.push(f32_tensor(name, shape, v));
     };
     let mut layers = Vec::new();
     let mut in_ch = 3;
@@ -177,12 +176,7 @@ pub fn export_torch_with_normalization(
         in_ch = c;
     }
     for idx in &indices {
-        tensors.push((
-            format!("features.{}.num_batches_tracked", idx.bn),
-            vec![],
-            0i64.to_le_bytes().to_vec(),
-            safetensors::Dtype::I64,
-        ));
+        tensors.push(batches_tracked(&format!("features.{}", idx.bn)));
     }
     let (head_pool, pool_layer) = match arch.head_pool {
         HeadPool::Max2 => (
@@ -200,18 +194,16 @@ pub fn export_torch_with_normalization(
     for (j, lin) in linears.iter().enumerate() {
         let out_in = lin.out_in;
         let i = torchvision_classifier_index(j);
-        tensors.push((
+        tensors.push(f32_tensor(
             format!("classifier.{i}.weight"),
             vec![out_in.0, out_in.1],
-            le_bytes(&lin.weight),
-            safetensors::Dtype::F32,
+            &lin.weight,
         ));
         if let Some(bias) = &lin.bias {
-            tensors.push((
+            tensors.push(f32_tensor(
                 format!("classifier.{i}.bias"),
                 vec![out_in.0],
-                le_bytes(bias),
-                safetensors::Dtype::F32,
+                bias,
             ));
         }
         classifier.push(
@@ -229,13 +221,7 @@ pub fn export_torch_with_normalization(
         "format": FORMAT,
         "version": 1,
         "weights": weights_path.file_name().map(|n| n.to_string_lossy().to_string()),
-        "input": {
-            "layout": "NCHW",
-            "channels": 3,
-            "height": arch.input_size,
-            "width": arch.input_size,
-            "normalization": normalization.map(|(m, s)| json!({"mean": m, "std": s})),
-        },
+        "input": input_description(arch.input_size, normalization),
         "features": layers,
         "head": {
             "pool": head_pool,
@@ -269,6 +255,17 @@ pub(crate) fn batches_tracked(bn: &str) -> ExportTensor {
         0i64.to_le_bytes().to_vec(),
         safetensors::Dtype::I64,
     )
+}
+
+/// The JSON's `input` section: square RGB NCHW input and its normalisation, if known.
+pub(crate) fn input_description(side: usize, normalization: Option<([f32; 3], [f32; 3])>) -> Value {
+    json!({
+        "layout": "NCHW",
+        "channels": 3,
+        "height": side,
+        "width": side,
+        "normalization": normalization.map(|(m, s)| json!({"mean": m, "std": s})),
+    })
 }
 
 /// Class names must number the classes; a normalisation must be usable.

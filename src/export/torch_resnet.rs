@@ -10,7 +10,7 @@
 use super::finite;
 use super::torch::{
     ExportTensor, FORMAT, TorchExport, batches_tracked, check_export_inputs, export_paths,
-    f32_tensor, write_export,
+    f32_tensor, input_description, write_export,
 };
 use crate::models::resnet::{ResNet, Stem, TORCHVISION_RESNETS};
 use anyhow::{Context, Result};
@@ -101,13 +101,7 @@ pub fn export_resnet_torch(
         "family": "resnet",
         "torchvision": torchvision_name(&model),
         "weights": weights_path.file_name().map(|n| n.to_string_lossy().to_string()),
-        "input": {
-            "layout": "NCHW",
-            "channels": 3,
-            "height": arch.input_size,
-            "width": arch.input_size,
-            "normalization": normalization.map(|(m, s)| json!({"mean": m, "std": s})),
-        },
+        "input": input_description(arch.input_size, normalization),
         "stem": built.stem,
         "layers": built.layers,
         "head": {"pool": "global_average", "dropout": arch.dropout},

@@ -537,9 +537,6 @@ pub struct Block {
     pub downsample_bn: Option<BatchNorm>,
 }
 
-/// The torchvision name of a basic block, kept for code written before bottleneck blocks.
-pub type BasicBlock = Block;
-
 impl Block {
     /// A block of `kind` through the channel counts `widths` (input, internal..., output).
     fn new(kind: BlockKind, widths: &[usize], stride: usize, device: &Device) -> Self {
