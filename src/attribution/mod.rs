@@ -1,17 +1,21 @@
 //! Attribution methods: each is one file behind the [`Attribution`] trait, listed in [`REGISTRY`].
 
 pub mod closed_form;
+pub mod excitation_backprop;
 pub mod gradcam;
 pub mod gradcam_pp;
 pub mod integrated_gradients;
+pub mod lrp;
+pub mod propagation;
+pub mod rap;
 
 use crate::models::Network;
 use anyhow::Result;
 use burn::prelude::*;
 
 /// An attribution method producing one map per image, at the method's own resolution (the
-/// attribution layer for the CAM methods, the input pixels for Integrated Gradients); users
-/// upsample maps to the input size.
+/// attribution layer for the CAM methods, an intermediate layer for Excitation Backprop, the
+/// input pixels for Integrated Gradients, LRP and RAP); users upsample maps to the input size.
 pub trait Attribution: Sync {
     /// Name used in configs and reports.
     fn name(&self) -> &'static str;
@@ -26,6 +30,11 @@ pub static REGISTRY: &[&dyn Attribution] = &[
     &gradcam::GradCamClosedForm,
     &gradcam_pp::GradCamPlusPlus,
     &integrated_gradients::IntegratedGradients,
+    &excitation_backprop::ExcitationBackprop,
+    &excitation_backprop::ContrastiveExcitationBackprop,
+    &lrp::LRP_ALPHA1_BETA0,
+    &lrp::LRP_EPSILON_PLUS_FLAT,
+    &rap::Rap,
 ];
 
 /// Looks an attribution method up by name, with an error listing the known ones.

@@ -7,6 +7,7 @@
 //! tensor in the file is one the architecture needs. Errors name the file and the tensor.
 
 pub mod head;
+pub mod layers;
 pub mod network;
 pub mod resnet;
 pub mod torchvision;
