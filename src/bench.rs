@@ -110,6 +110,39 @@ pub fn run(cfg: &ExperimentConfig, images: usize, device: &Device) -> Result<Vec
         ));
     }
     let _ = std::fs::remove_dir_all(&dir);
+    rows.extend(attribution_throughput(
+        &teacher,
+        &data,
+        &norm,
+        cfg.eval.batch_size,
+    )?);
+    Ok(rows)
+}
+
+/// Maps per second of every registered attribution method on `model` (evaluation mode), over
+/// up to 256 images of `data` in batches of `batch` (after a one-batch warm-up).
+pub fn attribution_throughput(
+    model: &crate::models::Network,
+    data: &crate::data::Dataset,
+    norm: &Normalization,
+    batch: usize,
+) -> Result<Vec<BenchRow>> {
+    let images = data.len().min(256);
+    let pairs: Vec<(usize, usize)> = (0..images).map(|i| (i, i % data.num_classes())).collect();
+    let mut rows = Vec::new();
+    for method in crate::attribution::REGISTRY {
+        let warm = &pairs[..batch.min(pairs.len())];
+        crate::evaluation::attribution_maps(model, *method, data, norm, warm, batch)?;
+        let t0 = Instant::now();
+        crate::evaluation::attribution_maps(model, *method, data, norm, &pairs, batch)?;
+        let secs = t0.elapsed().as_secs_f64();
+        rows.push(row(
+            &format!("attribution {} (maps)", method.name()),
+            secs,
+            images,
+            images.div_ceil(batch.max(1)),
+        ));
+    }
     Ok(rows)
 }
 

@@ -265,7 +265,8 @@ impl ExperimentConfig {
     /// Parses TOML on top of the demo config: every key not given, at any depth, keeps the
     /// demo's value (so `[teacher.train]` with only `epochs` keeps the demo's batch size).
     pub fn from_toml(text: &str) -> Result<Self> {
-        let given: toml::Table = toml::from_str(text)?;
+        let mut given: toml::Table = toml::from_str(text)?;
+        legacy_attribution_key(&mut given)?;
         let mut merged = toml::Table::try_from(Self::demo())?;
         merge(&mut merged, given);
         Ok(toml::Value::Table(merged).try_into()?)
@@ -325,7 +326,7 @@ impl ExperimentConfig {
             .context("student architecture (teacher.arch with kd.width_divisor)")?;
         self.teacher.train.validate("teacher.train")?;
         self.student_train.validate("student_train")?;
-        crate::attribution::by_name(&self.eval.attribution)?;
+        self.eval.validate()?;
         Ok(())
     }
 
@@ -370,6 +371,22 @@ fn first_duplicate<T: PartialEq + std::fmt::Display>(items: &[T]) -> Option<&T> 
 /// Deep-merges `over` into `base`: tables merge key by key, anything else is replaced. A table
 /// that names another network `family` than the base's replaces it whole: a ResNet does not
 /// inherit the default VGG's settings.
+/// Configs written before several attribution methods could be evaluated say
+/// `[eval] attribution = "name"`; that is `attributions = ["name"]` now.
+fn legacy_attribution_key(given: &mut toml::Table) -> Result<()> {
+    let Some(toml::Value::Table(eval)) = given.get_mut("eval") else {
+        return Ok(());
+    };
+    let Some(old) = eval.remove("attribution") else {
+        return Ok(());
+    };
+    if eval.contains_key("attributions") {
+        bail!("[eval] has both `attribution` and `attributions`: keep `attributions` (a list)");
+    }
+    eval.insert("attributions".into(), old);
+    Ok(())
+}
+
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (key, value) in over {
         match (base.get_mut(&key), value) {
@@ -388,6 +405,31 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attribution_lists_are_checked_and_the_old_single_key_still_reads() {
+        let old = ExperimentConfig::from_toml("[eval]\nattribution = \"lrp\"\n").unwrap();
+        assert_eq!(old.eval.attributions, vec!["lrp".to_string()]);
+        let many =
+            ExperimentConfig::from_toml("[eval]\nattributions = [\"gradcam\", \"rap\"]\n").unwrap();
+        assert_eq!(many.eval.primary_attribution(), "gradcam");
+        many.validate().unwrap();
+        let both = "[eval]\nattribution = \"lrp\"\nattributions = [\"rap\"]\n";
+        assert!(format!("{:#}", ExperimentConfig::from_toml(both).unwrap_err()).contains("both"));
+        for (list, says) in [
+            ("[]", "empty"),
+            ("[\"gradcam\", \"gradcam\"]", "twice"),
+            (
+                "[\"gradcam\", \"saliency-by-magic\"]",
+                "unknown attribution method",
+            ),
+        ] {
+            let cfg =
+                ExperimentConfig::from_toml(&format!("[eval]\nattributions = {list}\n")).unwrap();
+            let e = format!("{:#}", cfg.validate().unwrap_err());
+            assert!(e.contains(says), "{list}: {e}");
+        }
+    }
 
     #[test]
     fn a_teacher_of_another_family_does_not_inherit_the_default_vgg_settings() {

@@ -52,7 +52,8 @@ struct Ctx<'a> {
     cfg: &'a ExperimentConfig,
     splits: &'a Splits,
     norm: &'a Normalization,
-    method: &'a dyn Attribution,
+    /// The attribution methods of `eval.attributions`; the first is the main one.
+    methods: &'a [&'static dyn Attribution],
     seed: u64,
     dir: PathBuf,
     ad: Device,
@@ -87,7 +88,12 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
         normalization: norm.clone(),
     }
     .save(&out.join(DATASET_INFO_FILE))?;
-    let method = attribution::by_name(&cfg.eval.attribution)?;
+    let methods: Vec<&'static dyn Attribution> = cfg
+        .eval
+        .attributions
+        .iter()
+        .map(|name| attribution::by_name(name))
+        .collect::<Result<_>>()?;
     let validator = |m: &Network| -> Result<ValScores> {
         let logits = evaluation::predict(&m.valid(), &splits.val, &norm, cfg.eval.batch_size)?;
         let q = health::prediction_quality(&logits, &splits.val, cfg.eval.map_variant)?;
@@ -115,7 +121,7 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
             cfg,
             splits: &splits,
             norm: &norm,
-            method,
+            methods: &methods,
             seed,
             dir: out.join(format!("seed-{seed}")),
             ad: device.clone().autodiff(),
@@ -124,17 +130,24 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
             data_key: data_key.clone(),
         };
         let teacher = train_teacher(&ctx)?;
-        let reference = evaluation::reference_maps(
-            &teacher.model,
-            method,
-            &splits.test,
-            &norm,
-            cfg.eval.batch_size,
-        )?;
+        // the teacher's maps of every method, for cos / l2 of the same method
+        let references = methods
+            .iter()
+            .map(|m| {
+                evaluation::reference_maps(
+                    &teacher.model,
+                    *m,
+                    &splits.test,
+                    &norm,
+                    cfg.eval.batch_size,
+                )
+            })
+            .collect::<Result<Vec<MapSet>>>()?;
         let mut evaluate = |t: &Trained| -> Result<()> {
-            let (row, pairs) = evaluate_row(&ctx, t, &reference)?;
-            pairs_csv.push(&row, &pairs)?;
-            rows.push(row);
+            for (row, pairs) in evaluate_rows(&ctx, t, &references)? {
+                pairs_csv.push(&row, &pairs)?;
+                rows.push(row);
+            }
             Ok(())
         };
         evaluate(&teacher)?;
@@ -150,7 +163,7 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
                 draw_overlays(
                     &ctx,
                     &nets,
-                    &reference,
+                    &references[0],
                     &out.join(format!("overlays-{compression}.png")),
                 )?;
             }
@@ -158,6 +171,10 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
         report::write_json(&rows, &out.join("results.json"))?;
     }
     write_atomic(&out.join("pairs.csv"), &pairs_csv.finish()?)?;
+    let all_rows = rows;
+    // the tables, claims and plots are those of the main method; the others get the methods
+    // table
+    let rows = report::rows_of_method(&all_rows, cfg.eval.primary_attribution());
     report_warnings(&rows);
     let table = report::tables_by_compression(&rows, &cfg.compressions);
     let described = cfg.dataset.describe(&cfg.data, &splits);
@@ -166,9 +183,15 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
     let (title, rest) = body.split_once("\n\n").unwrap_or(("", &body));
     let claims = report::claims::check_claims(&rows, cfg.eval.pairs);
     let markdown = format!(
-        "{title}\n\n{}{rest}\n{}",
+        "{title}\n\n{}{rest}\n{}{}",
         report::warnings_markdown(&rows),
-        report::claims::claims_markdown(&claims)
+        report::claims::claims_markdown(&claims),
+        report::methods::methods_markdown(
+            &all_rows,
+            &cfg.eval.attributions,
+            &cfg.compressions,
+            cfg.eval.pairs
+        ),
     );
     // The tables first: a failing plot (a full disk) must not cost the results.
     write_atomic(&out.join("results.md"), markdown.as_bytes())?;
@@ -254,38 +277,65 @@ fn network_name(model: &Network) -> String {
     format!("{short}/{}", arch.width_divisor())
 }
 
-fn evaluate_row(
+/// One result row per attribution method (in `eval.attributions` order) for a trained
+/// network, with each row's pair scores. Prediction quality, latency and the training health
+/// warnings are the network's and are measured once.
+fn evaluate_rows(
     ctx: &Ctx,
     t: &Trained,
-    reference: &MapSet,
-) -> Result<(ResultRow, Vec<evaluation::PairScore>)> {
-    let ev = evaluation::evaluate(
-        &t.model,
-        &ctx.splits.test,
-        ctx.norm,
-        ctx.method,
-        Some(reference),
-        &ctx.cfg.eval,
-    )?;
+    references: &[MapSet],
+) -> Result<Vec<(ResultRow, Vec<evaluation::PairScore>)>> {
     let name = network_name(&t.model);
-    let mut row = ResultRow::new(&name, &t.compression, &t.regularizer, ctx.seed, &ev.scores);
-    row.params = t.model.params();
-    row.macs = t.model.macs();
-    row.train_seconds = t.seconds;
-    row.round = t.round;
-    row.sparsity = sparsity(&t.model);
-    row.latency_ms = evaluation::latency_ms(&t.model, ctx.splits.test.height, 30)?;
-    row.warnings = health::check(&ev.quality, ctx.chance, &t.history);
-    row.warnings.extend(undefined_protocols(&ev.protocols));
-    for w in &row.warnings {
+    let latency_ms = evaluation::latency_ms(&t.model, ctx.splits.test.height, 30)?;
+    let sparsity = sparsity(&t.model);
+    let mut out = Vec::with_capacity(ctx.methods.len());
+    for (k, (method, reference)) in ctx.methods.iter().zip(references).enumerate() {
+        let started = Instant::now();
+        let ev = evaluation::evaluate(
+            &t.model,
+            &ctx.splits.test,
+            ctx.norm,
+            *method,
+            Some(reference),
+            &ctx.cfg.eval,
+        )?;
+        let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "WARNING: {name} {} {} (seed {}): {}",
-            t.compression, t.regularizer, ctx.seed, w.message
+            "evaluated {name} {} {} (seed {}) with {}: {} maps in {secs:.1} s ({:.0} maps/s)",
+            t.compression,
+            t.regularizer,
+            ctx.seed,
+            method.name(),
+            ev.pairs.len(),
+            ev.pairs.len() as f64 / secs.max(1e-9)
         );
+        let mut row = ResultRow::new(&name, &t.compression, &t.regularizer, ctx.seed, &ev.scores);
+        row.attribution = method.name().to_string();
+        row.params = t.model.params();
+        row.macs = t.model.macs();
+        row.train_seconds = t.seconds;
+        row.round = t.round;
+        row.sparsity = sparsity;
+        row.latency_ms = latency_ms;
+        if k == 0 {
+            row.warnings = health::check(&ev.quality, ctx.chance, &t.history);
+            row.history = t.history.clone();
+        }
+        row.warnings.extend(undefined_protocols(&ev.protocols));
+        for w in &row.warnings {
+            eprintln!(
+                "WARNING: {name} {} {} (seed {}, {}): {}",
+                t.compression,
+                t.regularizer,
+                ctx.seed,
+                method.name(),
+                w.message
+            );
+        }
+        row.protocols = Some(ev.protocols);
+        out.push((row, ev.pairs));
     }
-    row.history = t.history.clone();
-    row.protocols = Some(ev.protocols);
-    Ok((row, ev.pairs))
+    Ok(out)
 }
 
 /// A warning for each pair protocol under which no pair qualifies.
@@ -517,7 +567,7 @@ fn draw_overlays(ctx: &Ctx, nets: &[&Trained], reference: &MapSet, path: &Path) 
     for t in &nets[1..] {
         maps.push(evaluation::attribution_maps(
             &t.model,
-            ctx.method,
+            ctx.methods[0],
             test,
             ctx.norm,
             &pairs,
@@ -603,7 +653,7 @@ fn results_markdown(cfg: &ExperimentConfig, dataset: &str, tables: &str) -> Stri
         config_name(&cfg.matching.layer),
         config_name(&cfg.matching.distance),
         config_name(&cfg.matching.target),
-        cfg.eval.attribution,
+        cfg.eval.attributions.join(", "),
         match cfg.eval.pairs {
             PairSet::Predicted => " and predicted by that network",
             PairSet::Present => " (every such pair, predicted or not: `eval.pairs = \"present\"`)",

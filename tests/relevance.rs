@@ -360,3 +360,50 @@ fn rap_conserves_the_logit_and_weighs_contributions_by_magnitude() {
 fn rap_step() -> impl faithful::attribution::propagation::WeightedStep {
     rap::RapStep
 }
+
+/// The flat rule (zennit's, for the first layer of EpsilonPlusFlat) ignores weights and inputs:
+/// a unit's relevance is shared equally among the inputs in its receptive field. By hand: a
+/// 3x3 conv with padding 1 on a 4x4, 2-channel input; relevance 1 at the corner unit (0, 0)
+/// reaches its 2x2 real pixels x 2 channels, 1/8 each; at the interior unit (1, 1), 3x3 x 2
+/// inputs, 1/18 each.
+#[test]
+fn flat_rule_shares_equally_over_the_receptive_field() {
+    use faithful::attribution::lrp::apply_rule;
+    use faithful::models::layers::{WeightKind, WeightLayer};
+    let device = Device::flex();
+    let layer = WeightLayer {
+        weight: faithful::util::seeded_random(
+            [1, 2, 3, 3],
+            Distribution::Uniform(-1.0, 1.0),
+            &device,
+            1,
+        ),
+        bias: None,
+        stride: [1, 1],
+        padding: [1, 1],
+        kind: WeightKind::Conv,
+    };
+    let a = input(1, 4, 7).slice([0..1, 0..2, 0..4, 0..4]);
+    for ((y, x), share, field) in [
+        ((0, 0), 1.0 / 8.0, (0..2, 0..2)),
+        ((1, 1), 1.0 / 18.0, (0..3, 0..3)),
+    ] {
+        let mut r = vec![0f32; 16];
+        r[y * 4 + x] = 1.0;
+        let r = Tensor::<4>::from_data(TensorData::new(r, [1, 1, 4, 4]), &device);
+        let got = values(apply_rule(Rule::Flat, &layer, &a, r));
+        for c in 0..2 {
+            for i in 0..4 {
+                for j in 0..4 {
+                    let inside = field.0.contains(&i) && field.1.contains(&j);
+                    let expected = if inside { share } else { 0.0 };
+                    let v = got[c * 16 + i * 4 + j];
+                    assert!(
+                        (v - expected).abs() < 1e-6,
+                        "unit ({y},{x}) input ({c},{i},{j}): {v}"
+                    );
+                }
+            }
+        }
+    }
+}

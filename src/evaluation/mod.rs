@@ -43,8 +43,14 @@ pub enum PairSet {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
-    /// Attribution method name (see [`crate::attribution::REGISTRY`]).
-    pub attribution: String,
+    /// Attribution methods to evaluate, by registry name (see
+    /// [`crate::attribution::REGISTRY`]). The first is the main one (the results tables,
+    /// claims and overlays); every one gets its own result rows, pairs and a column in the
+    /// methods table, with cos/l2 against the teacher's maps of the same method. A single
+    /// name is accepted for a list of one, and the config loader reads the older key
+    /// `attribution` as this one.
+    #[serde(deserialize_with = "one_or_many")]
+    pub attributions: Vec<String>,
     /// mAP definition.
     pub map_variant: MapVariant,
     /// Pointing-game tolerance in pixels (0: the maximum must fall inside the mask).
@@ -59,12 +65,50 @@ pub struct EvalConfig {
 impl Default for EvalConfig {
     fn default() -> Self {
         EvalConfig {
-            attribution: "gradcam".into(),
+            attributions: vec!["gradcam".into()],
             map_variant: MapVariant::PerClass,
             pointing_tolerance: 0.0,
             batch_size: 64,
             pairs: PairSet::Predicted,
         }
+    }
+}
+
+/// A name or a list of names.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(name) => vec![name],
+        OneOrMany::Many(names) => names,
+    })
+}
+
+impl EvalConfig {
+    /// The main attribution method (the first listed).
+    pub fn primary_attribution(&self) -> &str {
+        self.attributions.first().map_or("gradcam", String::as_str)
+    }
+
+    /// Checks the attribution list: not empty, every name registered, none twice.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            !self.attributions.is_empty(),
+            "eval.attributions is empty: name at least one method (e.g. [\"gradcam\"])"
+        );
+        for (i, name) in self.attributions.iter().enumerate() {
+            crate::attribution::by_name(name)
+                .map_err(|e| anyhow::anyhow!("eval.attributions: {e}"))?;
+            ensure!(
+                !self.attributions[..i].contains(name),
+                "eval.attributions lists '{name}' twice"
+            );
+        }
+        Ok(())
     }
 }
 

@@ -21,7 +21,10 @@ struct Run {
     dir: PathBuf,
     cfg: ExperimentConfig,
     config_text: String,
+    /// The main attribution method's rows (every section but the methods table).
     rows: Vec<ResultRow>,
+    /// Every row, of every attribution method.
+    all_rows: Vec<ResultRow>,
     results_md: Option<String>,
 }
 
@@ -54,11 +57,14 @@ fn load(dir: &Path) -> Result<Run> {
             results_path.display()
         )
     })?;
+    let all_rows = rows;
+    let rows = super::rows_of_method(&all_rows, cfg.eval.primary_attribution());
     Ok(Run {
         dir: dir.to_path_buf(),
         cfg,
         config_text,
         rows,
+        all_rows,
         results_md: std::fs::read_to_string(dir.join("results.md")).ok(),
     })
 }
@@ -118,6 +124,7 @@ fn render(run: &Run) -> String {
     body.push_str(CONTENTS);
     body.push_str(&claims_section(run));
     body.push_str(&tables_section(run));
+    body.push_str(&methods_section(run));
     body.push_str(&bars_section(run));
     body.push_str(&curves_section(run));
     body.push_str(&sweep_section(&run.dir));
@@ -142,7 +149,8 @@ fn run_name(dir: &Path) -> String {
 }
 
 const CONTENTS: &str = "<nav>Contents: <a href=\"#claims\">claims</a> · \
-    <a href=\"#tables\">tables</a> · <a href=\"#bars\">bar charts</a> · \
+    <a href=\"#tables\">tables</a> · <a href=\"#methods\">attribution methods</a> · \
+    <a href=\"#bars\">bar charts</a> · \
     <a href=\"#training\">training curves</a> · <a href=\"#sweep\">pruning sweep</a> · \
     <a href=\"#overlays\">overlays</a> · <a href=\"#config\">config</a></nav>\n";
 
@@ -190,9 +198,9 @@ fn summary(run: &Run) -> String {
     item(
         "Evaluation",
         format!(
-            "attribution {}, mAP {}, pointing tolerance {} px; the rows' own metrics use the \
+            "attribution {} (the first is the main one), mAP {}, pointing tolerance {} px; the rows' own metrics use the \
              {} protocol (eval.pairs)",
-            cfg.eval.attribution,
+            cfg.eval.attributions.join(", "),
             file_name_of(&cfg.eval.map_variant),
             cfg.eval.pointing_tolerance,
             protocol_label(cfg.eval.pairs)
@@ -491,6 +499,39 @@ fn tables_section(run: &Run) -> String {
                 undefined_reason(p)
             );
         }
+    }
+    s.push_str("</section>\n");
+    s
+}
+
+/// The attribution-methods table (Table 8 analogue), when several methods were evaluated.
+fn methods_section(run: &Run) -> String {
+    let cfg = &run.cfg;
+    let md = super::methods::methods_markdown(
+        &run.all_rows,
+        &cfg.eval.attributions,
+        &cfg.compressions,
+        cfg.eval.pairs,
+    );
+    let mut s = String::from("<section id=\"methods\">\n<h2>Attribution methods</h2>\n");
+    if md.is_empty() {
+        let _ = writeln!(
+            s,
+            "<p class=\"note\">One attribution method was evaluated ({}); list several in \
+             <code>eval.attributions</code> to compare them here.</p>",
+            escape(cfg.eval.primary_attribution())
+        );
+    } else {
+        // the section has its own heading; each compression's table stays open
+        let body: String = md
+            .lines()
+            .skip_while(|l| !l.starts_with("AUC"))
+            .map(|l| match l.strip_prefix("### ") {
+                Some(h) => format!("## {h}\n"),
+                None => format!("{}\n", l.replace('`', "")),
+            })
+            .collect();
+        s.push_str(&markdown_html(&body, "no pair qualifies for this method").0);
     }
     s.push_str("</section>\n");
     s

@@ -4,6 +4,7 @@ pub mod bars;
 pub mod claims;
 pub mod curves;
 pub mod html;
+pub mod methods;
 pub mod overlay;
 pub mod sweep;
 
@@ -28,6 +29,10 @@ pub struct ResultRow {
     pub regularizer: String,
     /// Seed of the run.
     pub seed: u64,
+    /// The attribution method of this row's attribution metrics (`gradcam` in results of
+    /// runs before there were several).
+    #[serde(default = "default_attribution")]
+    pub attribution: String,
     /// Trainable parameters.
     pub params: usize,
     /// Multiply-accumulates per image.
@@ -81,6 +86,7 @@ impl ResultRow {
             compression: compression.into(),
             regularizer: regularizer.into(),
             seed,
+            attribution: default_attribution(),
             params: 0,
             macs: 0,
             map: s.map,
@@ -110,6 +116,19 @@ impl ResultRow {
     }
 }
 
+fn default_attribution() -> String {
+    "gradcam".into()
+}
+
+/// The rows of one attribution method (results of runs before there were several are all
+/// `gradcam`).
+pub fn rows_of_method(rows: &[ResultRow], method: &str) -> Vec<ResultRow> {
+    rows.iter()
+        .filter(|r| r.attribution == method)
+        .cloned()
+        .collect()
+}
+
 /// Writes `results.json` (all rows, one per network and seed) atomically.
 pub fn write_json(rows: &[ResultRow], path: &Path) -> Result<()> {
     write_atomic(path, serde_json::to_string_pretty(rows)?.as_bytes())
@@ -127,6 +146,7 @@ struct PairLine<'a> {
     network: &'a str,
     compression: &'a str,
     regularizer: &'a str,
+    attribution: &'a str,
     round: usize,
     seed: u64,
     image: usize,
@@ -153,6 +173,7 @@ impl PairsCsv {
                 network: &row.network,
                 compression: &row.compression,
                 regularizer: &row.regularizer,
+                attribution: &row.attribution,
                 round: row.round,
                 seed: row.seed,
                 image: p.image,
@@ -181,7 +202,7 @@ impl Default for PairsCsv {
     }
 }
 
-fn fmt_mean_std(values: &[f64], digits: usize) -> String {
+pub(crate) fn fmt_mean_std(values: &[f64], digits: usize) -> String {
     // Attribution metrics are undefined for a network that predicts no class right: average
     // the seeds where they are defined and say how many those are.
     let defined: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
@@ -365,12 +386,13 @@ mod tests {
         let mut reader = csv::Reader::from_reader(bytes.as_slice());
         let header = reader.headers().unwrap().clone();
         let lines: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
-        assert_eq!(header.len(), 12);
+        assert_eq!(header.len(), 13);
         assert_eq!(lines.len(), 1);
-        assert_eq!(lines[0].len(), 12);
+        assert_eq!(lines[0].len(), 13);
         assert_eq!(&lines[0][0], "3,M,5,M/1 structured");
+        assert_eq!(&lines[0][3], "gradcam");
         assert_eq!(
-            (&lines[0][7], &lines[0][8], &lines[0][10]),
+            (&lines[0][8], &lines[0][9], &lines[0][11]),
             ("0", "0.75", "")
         );
     }

@@ -1,0 +1,216 @@
+//! The attribution-methods table (the paper's Table 8 analogue): for each compression method,
+//! the teacher and every regularizer's network, AUC and point accuracy of every evaluated
+//! attribution method (mean ± std over seeds), and per method whether naive compression lowers
+//! them and whether each regularizer lifts them above naive. Shows whether matching one method
+//! (Grad-CAM) preserves the others' maps too.
+
+use super::{ResultRow, fmt_mean_std};
+use crate::evaluation::PairSet;
+use crate::metrics::mean_std;
+use std::fmt::Write as _;
+
+/// `(network, compression, regularizer)` of a row.
+type Group = (String, String, String);
+
+fn group_of(r: &ResultRow) -> Group {
+    (
+        r.network.clone(),
+        r.compression.clone(),
+        r.regularizer.clone(),
+    )
+}
+
+/// The teacher's rows and the final round of compression `c`.
+fn rows_for<'a>(rows: &'a [ResultRow], c: &str) -> Vec<&'a ResultRow> {
+    let last = rows
+        .iter()
+        .filter(|r| r.compression == c)
+        .map(|r| r.round)
+        .max()
+        .unwrap_or(0);
+    rows.iter()
+        .filter(|r| r.compression == "none" || (r.compression == c && r.round == last))
+        .collect()
+}
+
+/// Values of `metric` over seeds for a group and method.
+fn values(rows: &[&ResultRow], g: &Group, method: &str, metric: fn(&ResultRow) -> f64) -> Vec<f64> {
+    rows.iter()
+        .filter(|r| &group_of(r) == g && r.attribution == method)
+        .map(|r| metric(r))
+        .collect()
+}
+
+/// Mean over the seeds where it is defined (NaN when none).
+fn mean(v: &[f64]) -> f64 {
+    let defined: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if defined.is_empty() {
+        f64::NAN
+    } else {
+        mean_std(&defined).0
+    }
+}
+
+/// "yes (+1.23)" when `difference` has the expected sign, "no (−0.45)" otherwise.
+fn verdict(difference: f64) -> String {
+    if !difference.is_finite() {
+        return "n/a".into();
+    }
+    let word = if difference > 0.0 { "yes" } else { "no" };
+    format!("{word} ({difference:+.2})")
+}
+
+/// A named metric of a row.
+type Metric = (&'static str, fn(&ResultRow) -> f64);
+
+const METRICS: [Metric; 2] = [("AUC", |r| r.auc), ("point acc", |r| r.point_acc)];
+
+/// The methods section of `results.md`; empty when only one method was evaluated.
+pub fn methods_markdown(
+    rows: &[ResultRow],
+    methods: &[String],
+    compressions: &[String],
+    protocol: PairSet,
+) -> String {
+    if methods.len() < 2 {
+        return String::new();
+    }
+    let mut out = format!(
+        "## Attribution methods (the paper's Table 8)\n\n\
+         AUC and point accuracy in %, mean ± std over seeds, over the {} pairs, for every \
+         evaluated method (each network's maps of that method against the masks). Only \
+         Grad-CAM is matched in training: the other methods show whether its preservation \
+         carries over.\n\n",
+        match protocol {
+            PairSet::Predicted => "present and predicted (the paper's protocol)",
+            PairSet::Present => "present",
+        }
+    );
+    for c in compressions {
+        let chosen = rows_for(rows, c);
+        let mut groups: Vec<Group> = Vec::new();
+        for r in &chosen {
+            if !groups.contains(&group_of(r)) {
+                groups.push(group_of(r));
+            }
+        }
+        let _ = write!(out, "### {c}\n\n| network | compression | regularizer |");
+        for m in methods {
+            for (name, _) in METRICS {
+                let _ = write!(out, " {m} {name} |");
+            }
+        }
+        out.push_str("\n|---|---|---|");
+        out.push_str(&"---:|".repeat(2 * methods.len()));
+        out.push('\n');
+        for g in &groups {
+            let _ = write!(out, "| {} | {} | {} |", g.0, g.1, g.2);
+            for m in methods {
+                for (_, metric) in METRICS {
+                    let _ = write!(
+                        out,
+                        " {} |",
+                        fmt_mean_std(&values(&chosen, g, m, metric), 2)
+                    );
+                }
+            }
+            out.push('\n');
+        }
+        out.push('\n');
+        out.push_str(&verdicts(&chosen, &groups, methods, c));
+    }
+    out
+}
+
+/// Per method: is naive below the teacher, and is each regularizer above naive (by the mean).
+fn verdicts(rows: &[&ResultRow], groups: &[Group], methods: &[String], c: &str) -> String {
+    let teacher = groups.iter().find(|g| g.1 == "none");
+    let naive = groups.iter().find(|g| g.1 == c && g.2 == "none");
+    let (Some(teacher), Some(naive)) = (teacher, naive) else {
+        return String::new();
+    };
+    let matched: Vec<&Group> = groups
+        .iter()
+        .filter(|g| g.1 == c && g.2 != "none")
+        .collect();
+    let mut out = String::new();
+    for m in methods {
+        let mut parts = Vec::new();
+        let differences = |a: &Group, b: &Group| -> Vec<String> {
+            METRICS
+                .iter()
+                .map(|(name, metric)| {
+                    let d = mean(&values(rows, a, m, *metric)) - mean(&values(rows, b, m, *metric));
+                    format!("{name} {}", verdict(d))
+                })
+                .collect()
+        };
+        parts.push(format!(
+            "naive below the teacher: {}",
+            differences(teacher, naive).join(", ")
+        ));
+        for g in &matched {
+            parts.push(format!(
+                "{} above naive: {}",
+                g.2,
+                differences(g, naive).join(", ")
+            ));
+        }
+        let _ = writeln!(out, "- `{m}`: {}", parts.join("; "));
+    }
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Scores;
+
+    fn row(reg: &str, comp: &str, method: &str, seed: u64, auc: f64, point: f64) -> ResultRow {
+        let s = Scores {
+            map: 50.0,
+            f1: 50.0,
+            auc,
+            point_acc: point,
+            cos: 0.5,
+            l2: 0.5,
+            pairs: 10,
+        };
+        let mut r = ResultRow::new("net", comp, reg, seed, &s);
+        r.attribution = method.into();
+        r
+    }
+
+    #[test]
+    fn the_table_has_a_column_pair_per_method_and_says_who_is_above_whom() {
+        let mut rows = Vec::new();
+        for seed in 0..2 {
+            let d = seed as f64;
+            rows.push(row("-", "none", "gradcam", seed, 90.0 + d, 80.0));
+            rows.push(row("-", "none", "lrp", seed, 85.0, 70.0 + d));
+            rows.push(row("none", "kd", "gradcam", seed, 80.0, 60.0));
+            rows.push(row("none", "kd", "lrp", seed, 86.0, 65.0));
+            rows.push(row("sswa", "kd", "gradcam", seed, 88.0, 75.0));
+            rows.push(row("sswa", "kd", "lrp", seed, 84.0, 69.0));
+        }
+        let methods = vec!["gradcam".to_string(), "lrp".to_string()];
+        let md = methods_markdown(&rows, &methods, &["kd".into()], PairSet::Predicted);
+        assert!(
+            md.contains("| gradcam AUC | gradcam point acc | lrp AUC | lrp point acc |"),
+            "{md}"
+        );
+        // teacher gradcam AUC 90 and 91 over the two seeds
+        assert!(
+            md.contains("| net | none | - | 90.50 ± 0.71 | 80.00 ± 0.00 |"),
+            "{md}"
+        );
+        // gradcam: naive 10.5 below the teacher; sswa 8 above naive
+        assert!(md.contains("- `gradcam`: naive below the teacher: AUC yes (+10.50), point acc yes (+20.00); sswa above naive: AUC yes (+8.00), point acc yes (+15.00)"), "{md}");
+        // lrp: naive AUC above the teacher (86 vs 85), sswa below naive in AUC
+        assert!(md.contains("- `lrp`: naive below the teacher: AUC no (-1.00), point acc yes (+5.50); sswa above naive: AUC no (-2.00), point acc yes (+4.00)"), "{md}");
+        assert!(
+            methods_markdown(&rows, &methods[..1], &["kd".into()], PairSet::Predicted).is_empty()
+        );
+    }
+}
