@@ -183,7 +183,7 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
     let (title, rest) = body.split_once("\n\n").unwrap_or(("", &body));
     let claims = report::claims::check_claims(&rows, cfg.eval.pairs);
     let markdown = format!(
-        "{title}\n\n{}{rest}\n{}{}",
+        "{title}\n\n{}{rest}\n{}{}{}",
         report::warnings_markdown(&rows),
         report::claims::claims_markdown(&claims),
         report::methods::methods_markdown(
@@ -191,6 +191,11 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
             &cfg.eval.attributions,
             &cfg.compressions,
             cfg.eval.pairs
+        ),
+        report::methods::faithfulness_markdown(
+            &all_rows,
+            &cfg.eval.attributions,
+            &cfg.compressions
         ),
     );
     // The tables first: a failing plot (a full disk) must not cost the results.
@@ -333,9 +338,54 @@ fn evaluate_rows(
             );
         }
         row.protocols = Some(ev.protocols);
+        faithfulness_of(ctx, t, *method, &mut row)?;
         out.push((row, ev.pairs));
     }
     Ok(out)
+}
+
+/// Deletion / insertion and ROAD of a row's method on the first `eval.faithfulness.pairs`
+/// ground-truth pairs, and for the teacher the randomisation sanity check.
+fn faithfulness_of(
+    ctx: &Ctx,
+    t: &Trained,
+    method: &dyn Attribution,
+    row: &mut ResultRow,
+) -> Result<()> {
+    let f = &ctx.cfg.eval.faithfulness;
+    let test = &ctx.splits.test;
+    let pairs: Vec<(usize, usize)> = ground_truth_pairs(test).into_iter().take(f.pairs).collect();
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let batch = ctx.cfg.eval.batch_size;
+    let started = Instant::now();
+    let maps = evaluation::attribution_maps(&t.model, method, test, ctx.norm, &pairs, batch)?;
+    let seed = derive_seed(ctx.seed, "perturbation");
+    row.perturbation = Some(evaluation::faithfulness::perturbation_scores(
+        &t.model, test, ctx.norm, &pairs, &maps, f, batch, seed,
+    )?);
+    if t.compression == "none" && f.sanity_pairs > 0 {
+        let few = &pairs[..f.sanity_pairs.min(pairs.len())];
+        row.sanity = Some(evaluation::faithfulness::cascading_randomization(
+            &t.model,
+            method,
+            test,
+            ctx.norm,
+            few,
+            batch,
+            derive_seed(ctx.seed, "sanity"),
+        )?);
+    }
+    eprintln!(
+        "faithfulness of {} {} {} with {}: {:.1} s",
+        row.network,
+        t.compression,
+        t.regularizer,
+        method.name(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// A warning for each pair protocol under which no pair qualifies.

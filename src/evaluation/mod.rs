@@ -3,6 +3,7 @@
 //! the latter over (image, class) pairs whose class is present and predicted, as the paper, or
 //! over every present pair (`eval.pairs = "present"`).
 
+pub mod faithfulness;
 pub mod health;
 
 use crate::attribution::Attribution;
@@ -60,6 +61,8 @@ pub struct EvalConfig {
     pub batch_size: usize,
     /// Which pairs the attribution metrics average over.
     pub pairs: PairSet,
+    /// Deletion / insertion, ROAD and the randomisation sanity check.
+    pub faithfulness: faithfulness::FaithfulnessConfig,
 }
 
 impl Default for EvalConfig {
@@ -70,6 +73,7 @@ impl Default for EvalConfig {
             pointing_tolerance: 0.0,
             batch_size: 64,
             pairs: PairSet::Predicted,
+            faithfulness: faithfulness::FaithfulnessConfig::default(),
         }
     }
 }
@@ -108,7 +112,7 @@ impl EvalConfig {
                 "eval.attributions lists '{name}' twice"
             );
         }
-        Ok(())
+        self.faithfulness.validate()
     }
 }
 

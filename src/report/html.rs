@@ -504,35 +504,41 @@ fn tables_section(run: &Run) -> String {
     s
 }
 
-/// The attribution-methods table (Table 8 analogue), when several methods were evaluated.
+/// The attribution-methods table (Table 8 analogue, when several methods were evaluated) and
+/// the faithfulness metrics (deletion / insertion, ROAD, the sanity check) when measured.
 fn methods_section(run: &Run) -> String {
     let cfg = &run.cfg;
-    let md = super::methods::methods_markdown(
+    let table8 = super::methods::methods_markdown(
         &run.all_rows,
         &cfg.eval.attributions,
         &cfg.compressions,
         cfg.eval.pairs,
     );
+    let faithfulness = super::methods::faithfulness_markdown(
+        &run.all_rows,
+        &cfg.eval.attributions,
+        &cfg.compressions,
+    );
     let mut s = String::from("<section id=\"methods\">\n<h2>Attribution methods</h2>\n");
-    if md.is_empty() {
+    if table8.is_empty() {
         let _ = writeln!(
             s,
             "<p class=\"note\">One attribution method was evaluated ({}); list several in \
              <code>eval.attributions</code> to compare them here.</p>",
             escape(cfg.eval.primary_attribution())
         );
-    } else {
-        // the section has its own heading; each compression's table stays open
-        let body: String = md
-            .lines()
-            .skip_while(|l| !l.starts_with("AUC"))
-            .map(|l| match l.strip_prefix("### ") {
-                Some(h) => format!("## {h}\n"),
-                None => format!("{}\n", l.replace('`', "")),
-            })
-            .collect();
-        s.push_str(&markdown_html(&body, "no pair qualifies for this method").0);
     }
+    // the section has its own heading; every sub-table stays open (### -> ##)
+    let body: String = table8
+        .lines()
+        .skip_while(|l| !l.starts_with("AUC"))
+        .chain(faithfulness.lines())
+        .map(|l| match l.strip_prefix("### ") {
+            Some(h) => format!("## {h}\n"),
+            None => format!("{}\n", l.replace('`', "")),
+        })
+        .collect();
+    s.push_str(&markdown_html(&body, "no pair qualifies for this method").0);
     s.push_str("</section>\n");
     s
 }

@@ -70,6 +70,13 @@ pub struct ResultRow {
     /// those of `eval.pairs`); absent in results of older runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocols: Option<Protocols>,
+    /// Deletion, insertion and ROAD of this row's attribution method (absent when turned off
+    /// or in results of older runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perturbation: Option<crate::evaluation::faithfulness::Perturbation>,
+    /// The cascading-randomisation sanity check (teacher rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sanity: Option<Vec<crate::evaluation::faithfulness::SanityStep>>,
     /// Per-epoch training record of this network's stage (empty when not trained here).
     #[serde(default)]
     pub history: Vec<EpochRecord>,
@@ -101,6 +108,8 @@ impl ResultRow {
             sparsity: 0.0,
             latency_ms: 0.0,
             protocols: None,
+            perturbation: None,
+            sanity: None,
             history: Vec::new(),
             warnings: Vec::new(),
         }
