@@ -448,9 +448,10 @@ mod tests {
     fn spearman_of_hand_cases() {
         assert!((spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]) - 1.0).abs() < 1e-12);
         assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
-        // ranks (0, 1, 2, 3) vs (1.5, 1.5, 0, 3): by hand 0.6324555
+        // ranks (0, 1, 2, 3) vs (1.5, 1.5, 0, 3): deviations (-1.5, -0.5, 0.5, 1.5) and
+        // (0, 0, -1.5, 1.5), covariance 1.5, variances 5 and 4.5: 1.5 / sqrt(22.5)
         let r = spearman(&[1.0, 2.0, 3.0, 4.0], &[5.0, 5.0, 1.0, 9.0]);
-        assert!((r - 0.632_455_532).abs() < 1e-6, "{r}");
+        assert!((r - 1.5 / 22.5f64.sqrt()).abs() < 1e-12, "{r}");
         assert_eq!(spearman(&[1.0, 1.0], &[1.0, 2.0]), 0.0);
     }
 
