@@ -162,59 +162,6 @@ fn verdicts(rows: &[&ResultRow], groups: &[Group], methods: &[String], c: &str) 
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::report::Scores;
-
-    fn row(reg: &str, comp: &str, method: &str, seed: u64, auc: f64, point: f64) -> ResultRow {
-        let s = Scores {
-            map: 50.0,
-            f1: 50.0,
-            auc,
-            point_acc: point,
-            cos: 0.5,
-            l2: 0.5,
-            pairs: 10,
-        };
-        let mut r = ResultRow::new("net", comp, reg, seed, &s);
-        r.attribution = method.into();
-        r
-    }
-
-    #[test]
-    fn the_table_has_a_column_pair_per_method_and_says_who_is_above_whom() {
-        let mut rows = Vec::new();
-        for seed in 0..2 {
-            let d = seed as f64;
-            rows.push(row("-", "none", "gradcam", seed, 90.0 + d, 80.0));
-            rows.push(row("-", "none", "lrp", seed, 85.0, 70.0 + d));
-            rows.push(row("none", "kd", "gradcam", seed, 80.0, 60.0));
-            rows.push(row("none", "kd", "lrp", seed, 86.0, 65.0));
-            rows.push(row("sswa", "kd", "gradcam", seed, 88.0, 75.0));
-            rows.push(row("sswa", "kd", "lrp", seed, 84.0, 69.0));
-        }
-        let methods = vec!["gradcam".to_string(), "lrp".to_string()];
-        let md = methods_markdown(&rows, &methods, &["kd".into()], PairSet::Predicted);
-        assert!(
-            md.contains("| gradcam AUC | gradcam point acc | lrp AUC | lrp point acc |"),
-            "{md}"
-        );
-        // teacher gradcam AUC 90 and 91 over the two seeds
-        assert!(
-            md.contains("| net | none | - | 90.50 ± 0.71 | 80.00 ± 0.00 |"),
-            "{md}"
-        );
-        // gradcam: naive 10.5 below the teacher; sswa 8 above naive
-        assert!(md.contains("- `gradcam`: naive below the teacher: AUC yes (+10.50), point acc yes (+20.00); sswa above naive: AUC yes (+8.00), point acc yes (+15.00)"), "{md}");
-        // lrp: naive AUC above the teacher (86 vs 85), sswa below naive in AUC
-        assert!(md.contains("- `lrp`: naive below the teacher: AUC no (-1.00), point acc yes (+5.50); sswa above naive: AUC no (-2.00), point acc yes (+4.00)"), "{md}");
-        assert!(
-            methods_markdown(&rows, &methods[..1], &["kd".into()], PairSet::Predicted).is_empty()
-        );
-    }
-}
-
 /// Mean ROAD probability over the removal percentages.
 fn road_mean(curve: &[(u32, f64)]) -> f64 {
     mean(&curve.iter().map(|p| p.1).collect::<Vec<_>>())
@@ -321,4 +268,57 @@ fn sanity_markdown(rows: &[ResultRow], methods: &[String]) -> String {
     }
     out.push('\n');
     if any { out } else { String::new() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Scores;
+
+    fn row(reg: &str, comp: &str, method: &str, seed: u64, auc: f64, point: f64) -> ResultRow {
+        let s = Scores {
+            map: 50.0,
+            f1: 50.0,
+            auc,
+            point_acc: point,
+            cos: 0.5,
+            l2: 0.5,
+            pairs: 10,
+        };
+        let mut r = ResultRow::new("net", comp, reg, seed, &s);
+        r.attribution = method.into();
+        r
+    }
+
+    #[test]
+    fn the_table_has_a_column_pair_per_method_and_says_who_is_above_whom() {
+        let mut rows = Vec::new();
+        for seed in 0..2 {
+            let d = seed as f64;
+            rows.push(row("-", "none", "gradcam", seed, 90.0 + d, 80.0));
+            rows.push(row("-", "none", "lrp", seed, 85.0, 70.0 + d));
+            rows.push(row("none", "kd", "gradcam", seed, 80.0, 60.0));
+            rows.push(row("none", "kd", "lrp", seed, 86.0, 65.0));
+            rows.push(row("sswa", "kd", "gradcam", seed, 88.0, 75.0));
+            rows.push(row("sswa", "kd", "lrp", seed, 84.0, 69.0));
+        }
+        let methods = vec!["gradcam".to_string(), "lrp".to_string()];
+        let md = methods_markdown(&rows, &methods, &["kd".into()], PairSet::Predicted);
+        assert!(
+            md.contains("| gradcam AUC | gradcam point acc | lrp AUC | lrp point acc |"),
+            "{md}"
+        );
+        // teacher gradcam AUC 90 and 91 over the two seeds
+        assert!(
+            md.contains("| net | none | - | 90.50 ± 0.71 | 80.00 ± 0.00 |"),
+            "{md}"
+        );
+        // gradcam: naive 10.5 below the teacher; sswa 8 above naive
+        assert!(md.contains("- `gradcam`: naive below the teacher: AUC yes (+10.50), point acc yes (+20.00); sswa above naive: AUC yes (+8.00), point acc yes (+15.00)"), "{md}");
+        // lrp: naive AUC above the teacher (86 vs 85), sswa below naive in AUC
+        assert!(md.contains("- `lrp`: naive below the teacher: AUC no (-1.00), point acc yes (+5.50); sswa above naive: AUC no (-2.00), point acc yes (+4.00)"), "{md}");
+        assert!(
+            methods_markdown(&rows, &methods[..1], &["kd".into()], PairSet::Predicted).is_empty()
+        );
+    }
 }
