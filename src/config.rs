@@ -151,6 +151,8 @@ experiment_config! {
         pub eval: EvalConfig,
         /// Report.
         pub report: ReportConfig,
+        /// ROAR: remove the maps' top pixels and retrain (off by default).
+        pub roar: crate::evaluation::roar::RoarConfig,
     }
 }
 
@@ -226,6 +228,7 @@ impl ExperimentConfig {
             },
             eval: EvalConfig::default(),
             report: ReportConfig::default(),
+            roar: crate::evaluation::roar::RoarConfig::default(),
         }
     }
 
@@ -327,6 +330,7 @@ impl ExperimentConfig {
         self.teacher.train.validate("teacher.train")?;
         self.student_train.validate("student_train")?;
         self.eval.validate()?;
+        self.roar.validate(&self.regularizers)?;
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use crate::compression::{Budget, Compression, Method};
 use crate::config::ExperimentConfig;
 use crate::data::Splits;
 use crate::evaluation::health::{self, Warning};
-use crate::evaluation::{self, MapSet, PairSet, ground_truth_pairs};
+use crate::evaluation::{self, MapSet, PairSet, ground_truth_pairs, roar};
 use crate::explain::{DATASET_INFO_FILE, DatasetInfo};
 use crate::matching::{self, Regularizer};
 use crate::models::{Network, save_model};
@@ -116,6 +116,7 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
     ));
     let mut rows = Vec::new();
     let mut pairs_csv = report::PairsCsv::new();
+    let mut roar_points = Vec::new();
     for &seed in &cfg.seeds {
         let ctx = Ctx {
             cfg,
@@ -151,6 +152,7 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
             Ok(())
         };
         evaluate(&teacher)?;
+        let mut first_finals = Vec::new();
         for compression in &cfg.compressions {
             let method = cfg.method(compression)?;
             let (finals, rounds) = method_students(&ctx, method, &teacher)?;
@@ -167,6 +169,16 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
                     &out.join(format!("overlays-{compression}.png")),
                 )?;
             }
+            if first_finals.is_empty() {
+                first_finals = finals;
+            }
+        }
+        if cfg.roar.enabled {
+            roar_points.extend(roar_seed(&ctx, &teacher, &first_finals)?);
+            write_atomic(
+                &out.join("roar.json"),
+                serde_json::to_string_pretty(&roar_points)?.as_bytes(),
+            )?;
         }
         report::write_json(&rows, &out.join("results.json"))?;
     }
@@ -197,11 +209,14 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
             &cfg.eval.attributions,
             &cfg.compressions
         ),
-    );
+    ) + &report::roar::markdown(&roar_points);
     // The tables first: a failing plot (a full disk) must not cost the results.
     write_atomic(&out.join("results.md"), markdown.as_bytes())?;
     if cfg.compressions.iter().any(|c| c == "unstructured") {
         report::sweep::write(&rows, &cfg.regularizers, out)?;
+    }
+    if !roar_points.is_empty() {
+        report::roar::plot(&roar_points, &out.join("roar.png"))?;
     }
     report::html::write_report(out)?;
     Ok(Outcome {
@@ -228,6 +243,7 @@ fn clear_run_outputs(out: &Path) -> Result<()> {
             "pairs.csv",
             "overlays-",
             "sweep.",
+            "roar.",
             "report.",
             "bars",
         ]
@@ -386,6 +402,111 @@ fn faithfulness_of(
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// ROAR for one seed: the teacher's, the chosen regularizers' (first compression method) and a
+/// random ranking, each at every percentage, plus the unperturbed classifier at 0%.
+fn roar_seed(ctx: &Ctx, teacher: &Trained, finals: &[Trained]) -> Result<Vec<roar::RoarPoint>> {
+    let (cfg, splits) = (ctx.cfg, ctx.splits);
+    let rc = &cfg.roar;
+    let method = ctx.methods[0];
+    let arch = cfg
+        .teacher_arch_for(splits.train.num_classes(), splits.train.height)
+        .thinner(rc.width_divisor);
+    let train_cfg = TrainConfig {
+        epochs: rc.epochs,
+        min_steps: rc.min_steps,
+        ..cfg.teacher.train.clone()
+    };
+    let retrain = roar::Retrain {
+        arch: &arch,
+        train: &train_cfg,
+        norm: ctx.norm,
+        map_variant: cfg.eval.map_variant,
+        seed: derive_seed(ctx.seed, "roar"),
+        device: &ctx.ad,
+    };
+    let dir = ctx.dir.join("roar");
+    let mut rankers: Vec<(String, Option<&Trained>)> = vec![("teacher".into(), Some(teacher))];
+    for t in finals
+        .iter()
+        .filter(|t| rc.regularizers.contains(&t.regularizer))
+    {
+        rankers.push((format!("{} {}", t.compression, t.regularizer), Some(t)));
+    }
+    rankers.push(("random".into(), None));
+    let mut points = Vec::new();
+    let point = |ranking: &str, percent: u32, (map, f1): (f64, f64)| roar::RoarPoint {
+        seed: ctx.seed,
+        ranking: ranking.into(),
+        method: method.name().into(),
+        percent,
+        map,
+        f1,
+    };
+    let plain_key = roar::cell_key(&ctx.data_key, 0, rc, &retrain);
+    let plain = roar::retrain(
+        &retrain,
+        &splits.train,
+        &splits.test,
+        &dir.join("plain"),
+        &plain_key,
+    )?;
+    points.push(point("-", 0, plain));
+    for (name, trained) in &rankers {
+        // the ranking is identified by its network (or the seed for random) and method
+        let ranking_key = match trained {
+            Some(t) => stage_key(&(&t.key, method.name())),
+            None => stage_key(&(&ctx.data_key, "random", ctx.seed)),
+        };
+        let cells: Vec<(u32, PathBuf, String)> = rc
+            .percents
+            .iter()
+            .map(|&k| {
+                let cell = dir.join(format!("{}-k{k}", name.replace(' ', "-")));
+                (k, cell, roar::cell_key(&ranking_key, k, rc, &retrain))
+            })
+            .collect();
+        if cells
+            .iter()
+            .all(|(_, d, key)| roar::cached(d, key).is_some())
+        {
+            for (k, d, key) in &cells {
+                points.push(point(name, *k, roar::cached(d, key).unwrap_or_default()));
+            }
+            continue;
+        }
+        let orders = |data: &crate::data::Dataset, salt: &str| -> Result<Vec<Vec<u32>>> {
+            Ok(match trained {
+                Some(t) => roar::rankings(&t.model, method, data, ctx.norm, cfg.eval.batch_size)?,
+                None => {
+                    roar::random_rankings(data.len(), data.pixels(), derive_seed(ctx.seed, salt))
+                }
+            })
+        };
+        eprintln!(
+            "ROAR: ranking the pixels by {name}'s {} maps ...",
+            method.name()
+        );
+        let train_orders = orders(&splits.train, "roar-random-train")?;
+        let test_orders = orders(&splits.test, "roar-random-test")?;
+        for (k, cell, key) in &cells {
+            let fill_seed = derive_seed(ctx.seed, "roar-fill");
+            let train = roar::perturb(
+                &splits.train,
+                &train_orders,
+                *k,
+                rc.fill,
+                ctx.norm,
+                fill_seed,
+            );
+            let test = roar::perturb(&splits.test, &test_orders, *k, rc.fill, ctx.norm, fill_seed);
+            let scores = roar::retrain(&retrain, &train, &test, cell, key)?;
+            eprintln!("ROAR {name} {k}%: mAP {:.2}, F1 {:.2}", scores.0, scores.1);
+            points.push(point(name, *k, scores));
+        }
+    }
+    Ok(points)
 }
 
 /// A warning for each pair protocol under which no pair qualifies.

@@ -5,6 +5,7 @@
 
 pub mod faithfulness;
 pub mod health;
+pub mod roar;
 
 use crate::attribution::Attribution;
 use crate::data::{Dataset, SEG_IGNORE};

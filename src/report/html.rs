@@ -128,6 +128,7 @@ fn render(run: &Run) -> String {
     body.push_str(&bars_section(run));
     body.push_str(&curves_section(run));
     body.push_str(&sweep_section(&run.dir));
+    body.push_str(&roar_section(&run.dir));
     body.push_str(&overlays_section(run));
     body.push_str(&config_section(&run.config_text));
     format!(
@@ -151,7 +152,7 @@ fn run_name(dir: &Path) -> String {
 const CONTENTS: &str = "<nav>Contents: <a href=\"#claims\">claims</a> · \
     <a href=\"#tables\">tables</a> · <a href=\"#methods\">attribution methods</a> · \
     <a href=\"#bars\">bar charts</a> · \
-    <a href=\"#training\">training curves</a> · <a href=\"#sweep\">pruning sweep</a> · \
+    <a href=\"#training\">training curves</a> · <a href=\"#sweep\">pruning sweep</a> · <a href=\"#roar\">ROAR</a> · \
     <a href=\"#overlays\">overlays</a> · <a href=\"#config\">config</a></nav>\n";
 
 /// Distinct seeds of the rows, in order of appearance.
@@ -701,6 +702,39 @@ fn curves_section(run: &Run) -> String {
             );
         }
         Err(e) => s.push_str(&bad(&format!("training curves not drawn: {e:#}"))),
+    }
+    s.push_str("</section>\n");
+    s
+}
+
+/// ROAR (the paper's Fig. 7) when the run has `roar.json`.
+fn roar_section(dir: &Path) -> String {
+    let mut s = String::from("<section id=\"roar\">\n<h2>ROAR: remove and retrain</h2>\n");
+    let path = dir.join("roar.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        s.push_str("<p>No ROAR in this run (<code>[roar] enabled = true</code> runs it).</p>\n</section>\n");
+        return s;
+    };
+    let points: Vec<crate::evaluation::roar::RoarPoint> = match serde_json::from_str(&text) {
+        Ok(p) => p,
+        Err(e) => {
+            s.push_str(&bad(&format!(
+                "{}: not a ROAR results file: {e}",
+                path.display()
+            )));
+            s.push_str("</section>\n");
+            return s;
+        }
+    };
+    let md: String = super::roar::markdown(&points)
+        .lines()
+        .skip(1)
+        .map(|l| format!("{}\n", l.replace('`', "")))
+        .collect();
+    s.push_str(&markdown_html(&md, "no classifier result").0);
+    match read_png(&dir.join("roar.png")) {
+        Ok((bytes, _)) => s.push_str(&img_tag(&bytes, "ROAR curves", "chart")),
+        Err(e) => s.push_str(&bad(&e)),
     }
     s.push_str("</section>\n");
     s

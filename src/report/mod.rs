@@ -6,6 +6,7 @@ pub mod curves;
 pub mod html;
 pub mod methods;
 pub mod overlay;
+pub mod roar;
 pub mod sweep;
 
 pub use crate::evaluation::health::{Warning, WarningKind};
