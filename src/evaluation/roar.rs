@@ -317,8 +317,10 @@ mod tests {
     #[test]
     fn settings_are_checked_only_when_enabled() {
         let grid = vec!["none".to_string(), "sswa".to_string()];
-        let mut cfg = RoarConfig::default();
-        cfg.percents = vec![0];
+        let mut cfg = RoarConfig {
+            percents: vec![0],
+            ..RoarConfig::default()
+        };
         cfg.validate(&grid).unwrap();
         cfg.enabled = true;
         assert!(format!("{:#}", cfg.validate(&grid).unwrap_err()).contains("percents"));
