@@ -478,3 +478,76 @@ fn browser_check(dir: &Path, html: &str) {
     let img = image::open(&shot).expect("screenshot written");
     assert_eq!((img.width(), img.height()), (1400, 4000));
 }
+
+/// Several attribution methods, faithfulness scores and ROAR: the main tables keep the first
+/// method's rows only; the methods section has the Table 8 analogue, the faithfulness table and
+/// the sanity check; the ROAR section its table and embedded plot.
+#[test]
+fn methods_faithfulness_and_roar_sections_appear_when_recorded() {
+    let dir = run_folder();
+    let config = dir.path().join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        "attribution = \"gradcam\"",
+        "attributions = [\"gradcam\", \"lrp\"]",
+    );
+    assert!(
+        text.contains("attributions = [\"gradcam\", \"lrp\"]"),
+        "the example config changed"
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut rows: Vec<Value> = serde_json::from_value(synthetic_results()).unwrap();
+    let main_rows = rows.len();
+    let extra: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r["attribution"] = json!("lrp");
+            // an AUC no gradcam row has, so the main tables must not show it
+            r["auc"] = json!(12.34);
+            r["perturbation"] = json!({"deletion": 0.1, "insertion": 0.6,
+                "road": [[10, 0.2], [50, 0.1]], "road_random": [[10, 0.5], [50, 0.4]], "pairs": 10});
+            if r["compression"] == "none" {
+                r["sanity"] = json!([{"layer": "classifier", "spearman": 0.9},
+                                     {"layer": "blocks.0.conv", "spearman": 0.8}]);
+            }
+            r
+        })
+        .collect();
+    rows.extend(extra);
+    std::fs::write(
+        dir.path().join("results.json"),
+        serde_json::to_string(&rows).unwrap(),
+    )
+    .unwrap();
+    let roar = json!([
+        {"seed": 0, "ranking": "-", "method": "gradcam", "percent": 0, "map": 60.0, "f1": 50.0},
+        {"seed": 0, "ranking": "teacher", "method": "gradcam", "percent": 50, "map": 30.0, "f1": 20.0},
+        {"seed": 0, "ranking": "random", "method": "gradcam", "percent": 50, "map": 40.0, "f1": 35.0}
+    ]);
+    let points: Vec<faithful::evaluation::roar::RoarPoint> =
+        serde_json::from_value(roar.clone()).unwrap();
+    std::fs::write(dir.path().join("roar.json"), roar.to_string()).unwrap();
+    faithful::report::roar::plot(&points, &dir.path().join("roar.png")).unwrap();
+    let html =
+        std::fs::read_to_string(faithful::report::html::write_report(dir.path()).unwrap()).unwrap();
+    assert!(main_rows > 0);
+    let methods = &html[html.find("id=\"methods\"").unwrap()..];
+    let tables = &html[html.find("id=\"tables\"").unwrap()..html.find("id=\"methods\"").unwrap()];
+    assert!(
+        !tables.contains("12.34"),
+        "the main tables show the second method's rows"
+    );
+    assert!(methods.contains("lrp AUC") && methods.contains("12.34"));
+    assert!(methods.contains("deletion ↓") && methods.contains("0.100"));
+    assert!(methods.contains("Sanity check") && methods.contains("fails"));
+    let roar_html = &html[html.find("id=\"roar\"").unwrap()..];
+    assert!(
+        roar_html.contains("maps beat random: mean F1 over k 20.00 vs 35.00"),
+        "{roar_html}"
+    );
+    assert!(roar_html.contains("alt=\"ROAR curves\""));
+    for png in embedded_pngs(&html) {
+        assert!(png.starts_with(b"\x89PNG"));
+    }
+}
