@@ -89,6 +89,10 @@ pub struct Perturbation {
     pub road_random: Vec<(u32, f64)>,
     /// Pairs averaged over.
     pub pairs: usize,
+    /// Each pair's (image, class, deletion, insertion), for `pairs.csv` (not in
+    /// `results.json`).
+    #[serde(skip)]
+    pub per_pair: Vec<(usize, usize, f64, f64)>,
 }
 
 /// One step of the cascading randomisation.
@@ -240,6 +244,7 @@ pub fn perturbation_scores(
     let plane = h * w;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let (mut deletion, mut insertion) = (Vec::new(), Vec::new());
+    let mut per_pair = Vec::with_capacity(pairs.len());
     let mut road = vec![Vec::new(); cfg.road_percents.len()];
     let mut road_random = vec![Vec::new(); cfg.road_percents.len()];
     for (&(i, c), map) in pairs.iter().zip(maps) {
@@ -275,6 +280,12 @@ pub fn perturbation_scores(
         let m = cfg.steps + 1;
         deletion.push(curve_area(&p[..m]));
         insertion.push(curve_area(&p[m..2 * m]));
+        per_pair.push((
+            i,
+            c,
+            deletion[deletion.len() - 1],
+            insertion[insertion.len() - 1],
+        ));
         for (j, pair) in p[2 * m..].chunks(2).enumerate() {
             road[j].push(pair[0]);
             road_random[j].push(pair[1]);
@@ -300,6 +311,7 @@ pub fn perturbation_scores(
         road: curve(&road),
         road_random: curve(&road_random),
         pairs: pairs.len(),
+        per_pair,
     })
 }
 

@@ -146,7 +146,9 @@ pub fn write_json(rows: &[ResultRow], path: &Path) -> Result<()> {
 
 /// `pairs.csv`: every evaluated (image, class) pair of every network, written with a CSV
 /// writer (network names contain commas). `predicted` says whether the network predicts the
-/// pair's class, i.e. whether the pair counts under the paper's protocol.
+/// pair's class, i.e. whether the pair counts under the paper's protocol; `attribution` names
+/// the row's method; `deletion` and `insertion` are filled for the pairs the faithfulness
+/// metrics scored (`eval.faithfulness.pairs`).
 pub struct PairsCsv {
     writer: csv::Writer<Vec<u8>>,
 }
@@ -166,6 +168,8 @@ struct PairLine<'a> {
     hit: u8,
     cos: Option<f64>,
     l2: Option<f64>,
+    deletion: Option<f64>,
+    insertion: Option<f64>,
 }
 
 impl PairsCsv {
@@ -178,7 +182,16 @@ impl PairsCsv {
 
     /// Adds one network's pairs.
     pub fn push(&mut self, row: &ResultRow, pairs: &[PairScore]) -> Result<()> {
+        let perturbed = |image: usize, class: usize| {
+            row.perturbation.as_ref().and_then(|f| {
+                f.per_pair
+                    .iter()
+                    .find(|q| q.0 == image && q.1 == class)
+                    .map(|q| (q.2, q.3))
+            })
+        };
         for p in pairs {
+            let faith = perturbed(p.image, p.class);
             self.writer.serialize(PairLine {
                 network: &row.network,
                 compression: &row.compression,
@@ -193,6 +206,8 @@ impl PairsCsv {
                 hit: p.hit as u8,
                 cos: p.cos,
                 l2: p.l2,
+                deletion: faith.map(|f| f.0),
+                insertion: faith.map(|f| f.1),
             })?;
         }
         Ok(())
@@ -396,9 +411,10 @@ mod tests {
         let mut reader = csv::Reader::from_reader(bytes.as_slice());
         let header = reader.headers().unwrap().clone();
         let lines: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
-        assert_eq!(header.len(), 13);
+        assert_eq!(header.len(), 15);
         assert_eq!(lines.len(), 1);
-        assert_eq!(lines[0].len(), 13);
+        assert_eq!(lines[0].len(), 15);
+        assert_eq!((&lines[0][13], &lines[0][14]), ("", ""));
         assert_eq!(&lines[0][0], "3,M,5,M/1 structured");
         assert_eq!(&lines[0][3], "gradcam");
         assert_eq!(
