@@ -191,3 +191,64 @@ fn every_shipped_config_loads_and_validates() {
     }
     assert!(seen >= 4, "only {seen} configs found");
 }
+
+/// The CI grid (KD only) with two attribution methods and ROAR: one row per network and method,
+/// faithfulness scores on every row and the sanity check on the teacher's, a ROAR point per
+/// (ranking, k) plus the unperturbed classifier; a second run reuses every ROAR cell and gives
+/// the same points.
+#[test]
+fn several_methods_and_roar_run_in_the_grid_and_resume() {
+    let mut cfg = tiny();
+    cfg.compressions = vec!["kd".into()];
+    cfg.eval.attributions = vec!["gradcam".into(), "lrp".into()];
+    cfg.eval.faithfulness.pairs = 4;
+    cfg.eval.faithfulness.sanity_pairs = 2;
+    cfg.roar.enabled = true;
+    cfg.roar.percents = vec![20, 60];
+    cfg.roar.epochs = 1;
+    let dir = out_dir("roar");
+    faithful::experiment::run(&cfg, &dir, &Device::flex()).unwrap();
+    let rows = read_rows(&dir);
+    // teacher + 4 students, each under both methods
+    assert_eq!(rows.len(), 2 * 5);
+    for method in ["gradcam", "lrp"] {
+        let of: Vec<&ResultRow> = rows.iter().filter(|r| r.attribution == method).collect();
+        assert_eq!(of.len(), 5, "{method}");
+        assert!(
+            of.iter()
+                .all(|r| r.perturbation.as_ref().is_some_and(|p| p.pairs == 4))
+        );
+        assert!(of[0].sanity.as_ref().is_some_and(|s| !s.is_empty()));
+        assert!(of[1..].iter().all(|r| r.sanity.is_none()));
+    }
+    let md = std::fs::read_to_string(dir.join("results.md")).unwrap();
+    assert!(md.contains("lrp AUC") && md.contains("Do the maps explain") && md.contains("ROAR"));
+    let pairs = std::fs::read_to_string(dir.join("pairs.csv")).unwrap();
+    assert!(pairs.lines().next().unwrap().contains("attribution"));
+    let read_points = || -> Vec<faithful::evaluation::roar::RoarPoint> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join("roar.json")).unwrap()).unwrap()
+    };
+    let points = read_points();
+    // the unperturbed classifier, then teacher, kd none, kd sswa and random at 20% and 60%
+    assert_eq!(points.len(), 1 + 4 * 2);
+    let rankings: Vec<&str> = points.iter().map(|p| p.ranking.as_str()).collect();
+    assert_eq!(
+        rankings,
+        vec![
+            "-", "teacher", "teacher", "kd none", "kd none", "kd sswa", "kd sswa", "random",
+            "random"
+        ]
+    );
+    assert!(dir.join("roar.png").exists());
+    let cell = dir.join("seed-0/roar/teacher-k20/result.json");
+    let written = std::fs::metadata(&cell).unwrap().modified().unwrap();
+    faithful::experiment::run(&cfg, &dir, &Device::flex()).unwrap();
+    assert_eq!(
+        read_points(),
+        points,
+        "resumed ROAR cells give the same points"
+    );
+    let again = std::fs::metadata(&cell).unwrap().modified().unwrap();
+    assert_eq!(written, again, "a finished ROAR cell was redone");
+    let _ = std::fs::remove_dir_all(&dir);
+}
