@@ -312,14 +312,31 @@ fn evaluate_rows(
     let mut out = Vec::with_capacity(ctx.methods.len());
     for (k, (method, reference)) in ctx.methods.iter().zip(references).enumerate() {
         let started = Instant::now();
-        let ev = evaluation::evaluate(
-            &t.model,
-            &ctx.splits.test,
-            ctx.norm,
-            *method,
-            Some(reference),
-            &ctx.cfg.eval,
-        )?;
+        let test = &ctx.splits.test;
+        let ev = if t.compression == "none" {
+            // the teacher's own maps are the reference: not computed twice
+            let maps: Vec<Vec<f32>> = ground_truth_pairs(test)
+                .iter()
+                .map(|p| reference.get(p).cloned().unwrap_or_default())
+                .collect();
+            evaluation::evaluate_maps(
+                &t.model,
+                test,
+                ctx.norm,
+                &maps,
+                Some(reference),
+                &ctx.cfg.eval,
+            )?
+        } else {
+            evaluation::evaluate(
+                &t.model,
+                test,
+                ctx.norm,
+                *method,
+                Some(reference),
+                &ctx.cfg.eval,
+            )?
+        };
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
             "evaluated {name} {} {} (seed {}) with {}: {} maps in {secs:.1} s ({:.0} maps/s)",

@@ -350,13 +350,34 @@ pub fn evaluate(
     cfg: &EvalConfig,
 ) -> Result<Evaluation> {
     ensure!(!data.is_empty(), "dataset '{}' is empty", data.name);
+    let pairs = ground_truth_pairs(data);
+    let maps = attribution_maps(model, method, data, norm, &pairs, cfg.batch_size)?;
+    evaluate_maps(model, data, norm, &maps, reference, cfg)
+}
+
+/// [`evaluate`] with the maps of every [`ground_truth_pairs`] pair already computed (in that
+/// order), e.g. the teacher's own reference maps.
+pub fn evaluate_maps(
+    model: &Network,
+    data: &Dataset,
+    norm: &Normalization,
+    maps: &[Vec<f32>],
+    reference: Option<&MapSet>,
+    cfg: &EvalConfig,
+) -> Result<Evaluation> {
+    ensure!(!data.is_empty(), "dataset '{}' is empty", data.name);
     let k = data.num_classes();
     let logits = predict(model, data, norm, cfg.batch_size)?;
     let quality = health::prediction_quality(&logits, data, cfg.map_variant)?;
     let pairs = ground_truth_pairs(data);
-    let maps = attribution_maps(model, method, data, norm, &pairs, cfg.batch_size)?;
+    ensure!(
+        maps.len() == pairs.len(),
+        "{} maps for {} ground-truth pairs",
+        maps.len(),
+        pairs.len()
+    );
     let mut scores = Vec::with_capacity(pairs.len());
-    for (&(i, c), m) in pairs.iter().zip(&maps) {
+    for (&(i, c), m) in pairs.iter().zip(maps) {
         let mut s = score_pair(data, i, c, m, reference, cfg.pointing_tolerance)?;
         s.predicted = logits[i * k + c] > 0.0;
         scores.push(s);
