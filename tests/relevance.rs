@@ -63,10 +63,21 @@ impl ModuleMapper for RandomVectors {
     }
 }
 
+/// Every family's tiny examples, plus a ResNet with the ImageNet stem (stride-2 conv and a
+/// padded 3x3 max-pool, which the tiny examples do not have).
 fn networks(side: usize) -> Vec<Network> {
     let device = Device::flex();
+    let imagenet_stem = faithful::models::ResNetArch {
+        layout: "1,1".into(),
+        stem: faithful::models::resnet::Stem::Imagenet,
+        base_width: 4,
+        num_classes: 3,
+        input_size: side,
+        ..faithful::models::ResNetArch::default()
+    };
     Arch::tiny_examples(3, side)
         .into_iter()
+        .chain([Arch::from(imagenet_stem)])
         .map(|arch| {
             let net = arch.init(&device, 11).unwrap();
             net.map(&mut RandomVectors::default())
