@@ -15,9 +15,7 @@
 
 use super::Attribution;
 use super::lrp::{Rule, apply_rule};
-use super::propagation::{
-    Position, WeightedStep, check_classes, one_hot_relevance, positive_split, propagate,
-};
+use super::propagation::{Position, Walk, WeightedStep, positive_split};
 use crate::models::Network;
 use crate::models::layers::{LayerGraph, WeightLayer};
 use anyhow::Result;
@@ -73,16 +71,15 @@ pub fn winning_probabilities(
     classes: &[usize],
     to: Option<usize>,
 ) -> Result<(Vec<Tensor<4>>, usize)> {
-    let graph = model.layer_graph()?;
-    check_classes(classes, x.dims()[0], model.num_classes())?;
-    let top = one_hot_relevance(classes, model.num_classes(), &x.device());
-    let acts = graph.activations(x);
-    let to = to.unwrap_or_else(|| map_layer(&graph, &acts));
-    let n = graph.layers.len();
-    let step = Excitation {
-        negate_output: false,
-    };
-    Ok((propagate(&graph, &acts, top, n, to, &step)?, to))
+    let walk = Walk::new(model, x, classes)?;
+    let to = to.unwrap_or_else(|| map_layer(&walk.graph, &walk.acts));
+    let levels = walk.levels(
+        walk.top.clone(),
+        walk.logits_at(),
+        to,
+        &Excitation::default(),
+    )?;
+    Ok((levels, to))
 }
 
 /// Excitation Backprop maps (marginal winning probability summed over channels).
@@ -120,21 +117,13 @@ pub fn contrastive_probabilities(
     x: Tensor<4>,
     classes: &[usize],
 ) -> Result<Tensor<4>> {
-    let graph = model.layer_graph()?;
-    check_classes(classes, x.dims()[0], model.num_classes())?;
-    let top = one_hot_relevance(classes, model.num_classes(), &x.device());
-    let acts = graph.activations(x);
-    let (n, contrast) = (graph.layers.len(), graph.features_at);
-    let at_contrast = |negate_output| -> Result<Tensor<4>> {
+    let walk = Walk::new(model, x, classes)?;
+    let contrast = walk.graph.features_at;
+    let at_contrast = |negate_output| {
         let step = Excitation { negate_output };
-        let mut p = propagate(&graph, &acts, top.clone(), n, contrast, &step)?;
-        Ok(p.swap_remove(0))
+        walk.down(walk.top.clone(), walk.logits_at(), contrast, &step)
     };
     let difference = at_contrast(false)? - at_contrast(true)?;
-    let to = map_layer(&graph, &acts);
-    let step = Excitation {
-        negate_output: false,
-    };
-    let mut p = propagate(&graph, &acts, difference, contrast, to, &step)?;
-    Ok(p.swap_remove(0))
+    let to = map_layer(&walk.graph, &walk.acts);
+    walk.down(difference, contrast, to, &Excitation::default())
 }

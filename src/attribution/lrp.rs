@@ -16,8 +16,8 @@
 
 use super::Attribution;
 use super::propagation::{
-    Position, WeightedStep, check_classes, input_map, one_hot_relevance, positive_split, propagate,
-    proportional_split, safe_div, transpose,
+    Position, Walk, WeightedStep, input_map, positive_split, proportional_split, safe_div,
+    transpose,
 };
 use crate::models::Network;
 use crate::models::layers::{WeightKind, WeightLayer};
@@ -174,13 +174,7 @@ pub fn input_relevance(
     classes: &[usize],
     composite: &Composite,
 ) -> Result<Tensor<4>> {
-    let graph = model.layer_graph()?;
-    check_classes(classes, x.dims()[0], model.num_classes())?;
-    let top = one_hot_relevance(classes, model.num_classes(), &x.device());
-    let acts = graph.activations(x);
-    let n = graph.layers.len();
-    let mut r = propagate(&graph, &acts, top, n, 0, composite)?;
-    Ok(r.swap_remove(0))
+    Walk::new(model, x, classes)?.to_input(composite)
 }
 
 /// A registered LRP composite.

@@ -13,6 +13,7 @@
 //!
 //! Denominators that are exactly zero give zero relevance (the authors' `safe_divide`).
 
+use crate::models::Network;
 use crate::models::layers::{Layer, LayerGraph, WeightLayer, sequence_forward};
 use anyhow::{Result, anyhow};
 use burn::prelude::*;
@@ -177,6 +178,60 @@ pub fn propagate(
     }
     out.reverse();
     Ok(out)
+}
+
+/// A batch ready to be explained by propagation: the model's layer list, its activations on the
+/// batch, and relevance 1 at each image's class (the common start of LRP, EBP and RAP).
+pub struct Walk {
+    /// The model's canonical layer list.
+    pub graph: LayerGraph,
+    /// [`LayerGraph::activations`] of the batch.
+    pub acts: Vec<Tensor<4>>,
+    /// (N, K, 1, 1): 1 at `classes[n]` of image n.
+    pub top: Tensor<4>,
+}
+
+impl Walk {
+    /// Checks the classes and runs the forward pass.
+    pub fn new(model: &Network, x: Tensor<4>, classes: &[usize]) -> Result<Self> {
+        let graph = model.layer_graph()?;
+        check_classes(classes, x.dims()[0], model.num_classes())?;
+        let top = one_hot_relevance(classes, model.num_classes(), &x.device());
+        let acts = graph.activations(x);
+        Ok(Walk { graph, acts, top })
+    }
+
+    /// Index of the logits in [`Walk::acts`].
+    pub fn logits_at(&self) -> usize {
+        self.graph.layers.len()
+    }
+
+    /// [`propagate`] on this batch.
+    pub fn levels(
+        &self,
+        r: Tensor<4>,
+        from: usize,
+        to: usize,
+        step: &dyn WeightedStep,
+    ) -> Result<Vec<Tensor<4>>> {
+        propagate(&self.graph, &self.acts, r, from, to, step)
+    }
+
+    /// The relevance at `acts[to]` only.
+    pub fn down(
+        &self,
+        r: Tensor<4>,
+        from: usize,
+        to: usize,
+        step: &dyn WeightedStep,
+    ) -> Result<Tensor<4>> {
+        Ok(self.levels(r, from, to, step)?.swap_remove(0))
+    }
+
+    /// Relevance at the input image, starting from 1 at each image's class.
+    pub fn to_input(&self, step: &dyn WeightedStep) -> Result<Tensor<4>> {
+        self.down(self.top.clone(), self.logits_at(), 0, step)
+    }
 }
 
 /// The (N, K, 1, 1) relevance that selects class `classes[n]` of image n with value 1.

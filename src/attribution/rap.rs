@@ -18,10 +18,7 @@
 
 use super::Attribution;
 use super::lrp::{Rule, apply_rule};
-use super::propagation::{
-    Position, WeightedStep, check_classes, input_map, one_hot_relevance, propagate, safe_div,
-    transpose,
-};
+use super::propagation::{Position, Walk, WeightedStep, input_map, safe_div, transpose};
 use crate::models::Network;
 use crate::models::layers::WeightLayer;
 use anyhow::Result;
@@ -84,13 +81,7 @@ impl WeightedStep for RapStep {
 
 /// RAP relevance at the input image (N, 3, H, W) for `classes[n]`.
 pub fn input_relevance(model: &Network, x: Tensor<4>, classes: &[usize]) -> Result<Tensor<4>> {
-    let graph = model.layer_graph()?;
-    check_classes(classes, x.dims()[0], model.num_classes())?;
-    let top = one_hot_relevance(classes, model.num_classes(), &x.device());
-    let acts = graph.activations(x);
-    let n = graph.layers.len();
-    let mut r = propagate(&graph, &acts, top, n, 0, &RapStep)?;
-    Ok(r.swap_remove(0))
+    Walk::new(model, x, classes)?.to_input(&RapStep)
 }
 
 /// Relative Attributing Propagation maps.
