@@ -313,30 +313,25 @@ fn evaluate_rows(
     for (k, (method, reference)) in ctx.methods.iter().zip(references).enumerate() {
         let started = Instant::now();
         let test = &ctx.splits.test;
-        let ev = if t.compression == "none" {
-            // the teacher's own maps are the reference: not computed twice
-            let maps: Vec<Vec<f32>> = ground_truth_pairs(test)
+        let pairs = ground_truth_pairs(test);
+        // the teacher's own maps are the reference: not computed twice
+        let maps: Vec<Vec<f32>> = if t.compression == "none" {
+            pairs
                 .iter()
                 .map(|p| reference.get(p).cloned().unwrap_or_default())
-                .collect();
-            evaluation::evaluate_maps(
-                &t.model,
-                test,
-                ctx.norm,
-                &maps,
-                Some(reference),
-                &ctx.cfg.eval,
-            )?
+                .collect()
         } else {
-            evaluation::evaluate(
-                &t.model,
-                test,
-                ctx.norm,
-                *method,
-                Some(reference),
-                &ctx.cfg.eval,
-            )?
+            let batch = ctx.cfg.eval.batch_size;
+            evaluation::attribution_maps(&t.model, *method, test, ctx.norm, &pairs, batch)?
         };
+        let ev = evaluation::evaluate_maps(
+            &t.model,
+            test,
+            ctx.norm,
+            &maps,
+            Some(reference),
+            &ctx.cfg.eval,
+        )?;
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
             "evaluated {name} {} {} (seed {}) with {}: {} maps in {secs:.1} s ({:.0} maps/s)",
@@ -371,32 +366,35 @@ fn evaluate_rows(
             );
         }
         row.protocols = Some(ev.protocols);
-        faithfulness_of(ctx, t, *method, &mut row)?;
+        faithfulness_of(ctx, t, *method, &pairs, &maps, &mut row)?;
         out.push((row, ev.pairs));
     }
     Ok(out)
 }
 
 /// Deletion / insertion and ROAD of a row's method on the first `eval.faithfulness.pairs`
-/// ground-truth pairs, and for the teacher the randomisation sanity check.
+/// ground-truth pairs (whose maps the evaluation already computed), and for the teacher the
+/// randomisation sanity check.
 fn faithfulness_of(
     ctx: &Ctx,
     t: &Trained,
     method: &dyn Attribution,
+    all_pairs: &[(usize, usize)],
+    all_maps: &[Vec<f32>],
     row: &mut ResultRow,
 ) -> Result<()> {
     let f = &ctx.cfg.eval.faithfulness;
     let test = &ctx.splits.test;
-    let pairs: Vec<(usize, usize)> = ground_truth_pairs(test).into_iter().take(f.pairs).collect();
+    let n = f.pairs.min(all_pairs.len());
+    let (pairs, maps) = (&all_pairs[..n], &all_maps[..n]);
     if pairs.is_empty() {
         return Ok(());
     }
     let batch = ctx.cfg.eval.batch_size;
     let started = Instant::now();
-    let maps = evaluation::attribution_maps(&t.model, method, test, ctx.norm, &pairs, batch)?;
     let seed = derive_seed(ctx.seed, "perturbation");
     row.perturbation = Some(evaluation::faithfulness::perturbation_scores(
-        &t.model, test, ctx.norm, &pairs, &maps, f, batch, seed,
+        &t.model, test, ctx.norm, pairs, maps, f, batch, seed,
     )?);
     if t.compression == "none" && f.sanity_pairs > 0 {
         let few = &pairs[..f.sanity_pairs.min(pairs.len())];
