@@ -4,9 +4,8 @@
 //! them and whether each regularizer lifts them above naive. Shows whether matching one method
 //! (Grad-CAM) preserves the others' maps too.
 
-use super::{ResultRow, fmt_mean_std};
+use super::{ResultRow, final_rows, fmt_mean_std, mean_of_defined};
 use crate::evaluation::PairSet;
-use crate::metrics::mean_std;
 use std::fmt::Write as _;
 
 /// `(network, compression, regularizer)` of a row.
@@ -20,35 +19,12 @@ fn group_of(r: &ResultRow) -> Group {
     )
 }
 
-/// The teacher's rows and the final round of compression `c`.
-fn rows_for<'a>(rows: &'a [ResultRow], c: &str) -> Vec<&'a ResultRow> {
-    let last = rows
-        .iter()
-        .filter(|r| r.compression == c)
-        .map(|r| r.round)
-        .max()
-        .unwrap_or(0);
-    rows.iter()
-        .filter(|r| r.compression == "none" || (r.compression == c && r.round == last))
-        .collect()
-}
-
 /// Values of `metric` over seeds for a group and method.
 fn values(rows: &[&ResultRow], g: &Group, method: &str, metric: fn(&ResultRow) -> f64) -> Vec<f64> {
     rows.iter()
         .filter(|r| &group_of(r) == g && r.attribution == method)
         .map(|r| metric(r))
         .collect()
-}
-
-/// Mean over the seeds where it is defined (NaN when none).
-fn mean(v: &[f64]) -> f64 {
-    let defined: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if defined.is_empty() {
-        f64::NAN
-    } else {
-        mean_std(&defined).0
-    }
 }
 
 /// "yes (+1.23)" when `difference` has the expected sign, "no (−0.45)" otherwise.
@@ -87,7 +63,7 @@ pub fn methods_markdown(
         }
     );
     for c in compressions {
-        let chosen = rows_for(rows, c);
+        let chosen = final_rows(rows, c);
         let mut groups: Vec<Group> = Vec::new();
         for r in &chosen {
             if !groups.contains(&group_of(r)) {
@@ -140,7 +116,8 @@ fn verdicts(rows: &[&ResultRow], groups: &[Group], methods: &[String], c: &str) 
             METRICS
                 .iter()
                 .map(|(name, metric)| {
-                    let d = mean(&values(rows, a, m, *metric)) - mean(&values(rows, b, m, *metric));
+                    let d = mean_of_defined(&values(rows, a, m, *metric))
+                        - mean_of_defined(&values(rows, b, m, *metric));
                     format!("{name} {}", verdict(d))
                 })
                 .collect()
@@ -164,7 +141,7 @@ fn verdicts(rows: &[&ResultRow], groups: &[Group], methods: &[String], c: &str) 
 
 /// Mean ROAD probability over the removal percentages.
 fn road_mean(curve: &[(u32, f64)]) -> f64 {
-    mean(&curve.iter().map(|p| p.1).collect::<Vec<_>>())
+    mean_of_defined(&curve.iter().map(|p| p.1).collect::<Vec<_>>())
 }
 
 /// The faithfulness section of `results.md`: deletion / insertion areas and ROAD per network
@@ -191,7 +168,7 @@ pub fn faithfulness_markdown(
     );
     let mut groups: Vec<Group> = Vec::new();
     for c in compressions {
-        for r in rows_for(rows, c) {
+        for r in final_rows(rows, c) {
             if !groups.contains(&group_of(r)) {
                 groups.push(group_of(r));
             }
@@ -257,7 +234,11 @@ fn sanity_markdown(rows: &[ResultRow], methods: &[String]) -> String {
             runs.iter().map(|s| s[pick(s.len())].spearman).collect()
         };
         let all = at(&|n| n - 1);
-        let verdict = if mean(&all) > 0.5 { "fails" } else { "passes" };
+        let verdict = if mean_of_defined(&all) > 0.5 {
+            "fails"
+        } else {
+            "passes"
+        };
         let _ = writeln!(
             out,
             "| {m} | {} | {} | {} | {verdict} |",

@@ -227,6 +227,17 @@ impl Default for PairsCsv {
     }
 }
 
+/// Mean over the finite values (NaN when there are none): an undefined metric of one seed
+/// does not poison the mean of the others.
+pub(crate) fn mean_of_defined(values: &[f64]) -> f64 {
+    let defined: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if defined.is_empty() {
+        f64::NAN
+    } else {
+        mean_std(&defined).0
+    }
+}
+
 pub(crate) fn fmt_mean_std(values: &[f64], digits: usize) -> String {
     // Attribution metrics are undefined for a network that predicts no class right: average
     // the seeds where they are defined and say how many those are.
@@ -312,22 +323,30 @@ pub fn markdown_table(rows: &[ResultRow]) -> String {
     out
 }
 
+/// The last pruning round of compression `c` (0 for one-shot methods).
+fn last_round(rows: &[ResultRow], c: &str) -> usize {
+    rows.iter()
+        .filter(|r| r.compression == c)
+        .map(|r| r.round)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The teacher's rows and the final networks of compression `c` (its last round).
+pub fn final_rows<'a>(rows: &'a [ResultRow], c: &str) -> Vec<&'a ResultRow> {
+    let last = last_round(rows, c);
+    rows.iter()
+        .filter(|r| r.compression == "none" || (r.compression == c && r.round == last))
+        .collect()
+}
+
 /// One Markdown section per compression method: the teacher and that method's final networks
 /// (the last round for iterative pruning), plus the per-round table for unstructured pruning.
 pub fn tables_by_compression(rows: &[ResultRow], compressions: &[String]) -> String {
     let mut out = String::new();
     for c in compressions {
-        let last = rows
-            .iter()
-            .filter(|r| &r.compression == c)
-            .map(|r| r.round)
-            .max()
-            .unwrap_or(0);
-        let chosen: Vec<ResultRow> = rows
-            .iter()
-            .filter(|r| r.compression == "none" || (&r.compression == c && r.round == last))
-            .cloned()
-            .collect();
+        let last = last_round(rows, c);
+        let chosen: Vec<ResultRow> = final_rows(rows, c).into_iter().cloned().collect();
         let _ = write!(out, "## {c}\n\n{}\n", markdown_table(&chosen));
         if last > 0 {
             let rounds: Vec<ResultRow> = rows

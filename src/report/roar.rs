@@ -2,10 +2,9 @@
 //! pixels (by each network's maps, or at random) are removed, versus k; as a Markdown table
 //! with verdicts and a PNG.
 
-use super::fmt_mean_std;
 use super::sweep::{COLORS, register_font};
+use super::{fmt_mean_std, mean_of_defined};
 use crate::evaluation::roar::RoarPoint;
-use crate::metrics::mean_std;
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 use std::fmt::Write as _;
@@ -41,20 +40,12 @@ fn f1s(points: &[RoarPoint], ranking: &str, percent: u32) -> Vec<f64> {
         .collect()
 }
 
-fn mean(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        mean_std(v).0
-    }
-}
-
 /// Mean over the removal percentages (k > 0) of a ranking's mean F1.
 fn curve_mean(points: &[RoarPoint], ranking: &str) -> f64 {
     let ks: Vec<u32> = percents(points).into_iter().filter(|&k| k > 0).collect();
-    mean(
+    mean_of_defined(
         &ks.iter()
-            .map(|&k| mean(&f1s(points, ranking, k)))
+            .map(|&k| mean_of_defined(&f1s(points, ranking, k)))
             .collect::<Vec<_>>(),
     )
 }
@@ -62,9 +53,11 @@ fn curve_mean(points: &[RoarPoint], ranking: &str) -> f64 {
 /// Mean over k > 0 of |F1(a) − F1(b)| (mean F1 over seeds at each k).
 fn curve_distance(points: &[RoarPoint], a: &str, b: &str) -> f64 {
     let ks: Vec<u32> = percents(points).into_iter().filter(|&k| k > 0).collect();
-    mean(
+    mean_of_defined(
         &ks.iter()
-            .map(|&k| (mean(&f1s(points, a, k)) - mean(&f1s(points, b, k))).abs())
+            .map(|&k| {
+                (mean_of_defined(&f1s(points, a, k)) - mean_of_defined(&f1s(points, b, k))).abs()
+            })
             .collect::<Vec<_>>(),
     )
 }
@@ -150,7 +143,7 @@ pub fn plot(points: &[RoarPoint], path: &Path) -> Result<()> {
             .map(|r| {
                 let pts = ks
                     .iter()
-                    .map(|&k| (k as f64, mean(&f1s(points, &r, k))))
+                    .map(|&k| (k as f64, mean_of_defined(&f1s(points, &r, k))))
                     .filter(|p| p.1.is_finite())
                     .collect();
                 (r, pts)
