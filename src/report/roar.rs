@@ -2,7 +2,7 @@
 //! pixels (by each network's maps, or at random) are removed, versus k; as a Markdown table
 //! with verdicts and a PNG.
 
-use super::sweep::{COLORS, register_font};
+use super::sweep::{COLORS, draw_curve, draw_legend, register_font};
 use super::{fmt_mean_std, mean_of_defined};
 use crate::evaluation::roar::RoarPoint;
 use anyhow::{Result, anyhow};
@@ -173,25 +173,9 @@ pub fn plot(points: &[RoarPoint], path: &Path) -> Result<()> {
             } else {
                 COLORS[(c + 1) % COLORS.len()]
             };
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(|e| err(&e))?
-                .label(name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                .map_err(|e| err(&e))?;
+            draw_curve(&mut chart, pts, color, name).map_err(|e| err(&e))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(|e| err(&e))?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight).map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| anyhow!("cannot write {}: {e}", path.display()))

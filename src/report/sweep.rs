@@ -101,6 +101,47 @@ pub fn write(rows: &[ResultRow], regularizers: &[String], out: &Path) -> Result<
     drawn
 }
 
+/// A chart with linear f64 axes on a bitmap.
+pub(crate) type Chart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// One labelled curve: a 2 px line with a dot at every point.
+pub(crate) fn draw_curve(
+    chart: &mut Chart,
+    pts: &[(f64, f64)],
+    color: RGBColor,
+    label: &str,
+) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    chart
+        .draw_series(LineSeries::new(pts.to_vec(), color.stroke_width(2)))
+        .map_err(|x| e(&x))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    chart
+        .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+        .map_err(|x| e(&x))?;
+    Ok(())
+}
+
+/// The legend of the labelled curves, on a translucent white box.
+pub(crate) fn draw_legend<'a>(
+    chart: &mut Chart<'a, 'a>,
+    position: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 /// Registers the embedded DejaVu Sans as plotters' `sans-serif` (once per process).
 pub(crate) fn register_font() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -190,30 +231,13 @@ fn draw(rows: &[ResultRow], regularizers: &[String], path: &Path) -> Result<()> 
             .draw()
             .map_err(|e| err(&e))?;
         for (c, (pts, reg)) in curves.iter().zip(regularizers).enumerate() {
-            let color = COLORS[c % COLORS.len()];
-            chart
-                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-                .map_err(|e| err(&e))?
-                .label(reg.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                .map_err(|e| err(&e))?;
+            draw_curve(&mut chart, pts, COLORS[c % COLORS.len()], reg).map_err(|e| err(&e))?;
         }
         // one legend, where the first panel's curves are not: they stay high until the end
         if i > 0 {
             continue;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(|e| err(&e))?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerLeft).map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())
