@@ -577,6 +577,9 @@ fn markdown_html(md: &str, reason: &str) -> (String, bool) {
             open_details = true;
         } else if let Some(h) = line.strip_prefix("## ") {
             let _ = writeln!(out, "<h4>{}</h4>", escape(h));
+        } else if let Some(item) = line.strip_prefix("- ") {
+            // a Markdown list item (the methods and ROAR verdicts)
+            let _ = writeln!(out, "<p class=\"item\">• {}</p>", escape(item));
         } else if !line.trim().is_empty() {
             let _ = writeln!(out, "<p>{}</p>", escape(line));
         }
