@@ -3,6 +3,7 @@
 //! folder, so running the same command on the same folder resumes where it stopped.
 
 use crate::attribution::{self, Attribution};
+use crate::cells::{self, Cell, CellKind, CellRecord};
 use crate::compression::unstructured::sparsity;
 use crate::compression::{Budget, Compression, Method};
 use crate::config::ExperimentConfig;
@@ -21,7 +22,7 @@ use crate::util::{config_name, derive_seed, write_atomic};
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What a finished experiment leaves behind.
 #[derive(Debug)]
@@ -35,6 +36,7 @@ pub struct Outcome {
 }
 
 /// A trained network and what is needed to report it.
+#[derive(Clone)]
 struct Trained {
     compression: String,
     regularizer: String,
@@ -65,13 +67,23 @@ struct Ctx<'a> {
     data_key: String,
 }
 
-/// Runs the experiment described by `cfg` into `out` on `device` (a plain device; autodiff is
-/// enabled internally for training).
-pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcome> {
-    cfg.validate()?;
-    let _lock = crate::util::RunLock::acquire(out)?;
-    clear_run_outputs(out)?;
-    write_atomic(&out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+/// What every cell of a run shares, loaded once per process.
+struct Prepared {
+    splits: Splits,
+    norm: Normalization,
+    /// The attribution methods of `eval.attributions`; the first is the main one.
+    methods: Vec<&'static dyn Attribution>,
+    /// mAP (in %) of a random ranking on the test split.
+    chance: f64,
+    /// Hash of the data and its normalisation.
+    data_key: String,
+    /// A sentence describing the dataset.
+    described: String,
+}
+
+/// Loads the data and what derives from it, and writes the run folder's `normalization.json`
+/// and `dataset.json` (atomically: cells running at once write the same bytes).
+fn prepare(cfg: &ExperimentConfig, out: &Path) -> Result<Prepared> {
     eprintln!("loading the {} dataset ...", cfg.dataset.name());
     let splits = cfg.dataset.load(&cfg.data)?;
     let arch = cfg.teacher_arch_for(splits.train.num_classes(), splits.train.height);
@@ -94,8 +106,211 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
         .iter()
         .map(|name| attribution::by_name(name))
         .collect::<Result<_>>()?;
+    let chance = health::chance_map(&splits.test, cfg.eval.map_variant)?;
+    let data_key = stage_key(&(
+        splits.train.fingerprint(),
+        splits.val.fingerprint(),
+        &norm,
+        pretrained_fingerprint(cfg)?,
+    ));
+    let described = cfg.dataset.describe(&cfg.data, &splits);
+    Ok(Prepared {
+        splits,
+        norm,
+        methods,
+        chance,
+        data_key,
+        described,
+    })
+}
+
+/// Runs the experiment described by `cfg` into `out` on `device` (a plain device; autodiff is
+/// enabled internally for training): every cell of [`cells::plan`] in this process, seed by
+/// seed, then the report. Cells finished earlier (a current record) are skipped, and the
+/// results so far are merged after every cell, so a partial run has tables too.
+pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcome> {
+    cfg.validate()?;
+    let _lock = crate::util::RunLock::acquire(out)?;
+    clear_run_outputs(out)?;
+    write_atomic(&out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    let prep = prepare(cfg, out)?;
+    let plan = cells::plan(cfg);
+    let mut work: Vec<&Cell> = plan.iter().filter(|c| c.kind != CellKind::Report).collect();
+    // seed by seed: a reader sees whole seeds early; the plan's level order is for schedulers
+    work.sort_by_key(|c| (cfg.seeds.iter().position(|s| Some(*s) == c.seed), c.level));
+    let mut memo = Memo::default();
+    for cell in work {
+        run_prepared_cell(cfg, &prep, cell, out, device, &mut memo, Duration::ZERO)?;
+        merge_records(cfg, out, &plan, &prep.data_key, false)?;
+    }
+    merge_records(cfg, out, &plan, &prep.data_key, true)
+}
+
+/// What running one cell did.
+#[derive(Debug)]
+pub enum CellOutcome {
+    /// The cell ran and saved its record.
+    Ran,
+    /// A current record existed; nothing was done.
+    Skipped,
+    /// The report cell merged every record.
+    Merged(Outcome),
+}
+
+/// Runs one cell of `cfg`'s grid into the shared run folder `out`: waits up to `wait` for the
+/// cells it needs, takes the cell's lock, and writes its record. A training cell writes only
+/// its own stage folders and record, so cells run at once on machines sharing `out`; the
+/// report cell takes the run's lock and merges every cell's record.
+pub fn run_cell(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    device: &Device,
+    cell: &Cell,
+    wait: Duration,
+) -> Result<CellOutcome> {
+    cfg.validate()?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    // `faithful report` reads the run's config; the report cell rewrites it, the first cell
+    // to come leaves it for a partial report
+    if !out.join("config.toml").is_file() {
+        write_atomic(&out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    }
+    let prep = prepare(cfg, out)?;
+    let plan = cells::plan(cfg);
+    if cell.kind == CellKind::Report {
+        let key_of = |id: &str| key_of_id(cfg, &plan, &prep.data_key, id);
+        cells::await_needs(out, cell, &key_of, wait)?;
+        let _lock = crate::util::RunLock::acquire(out)?;
+        write_atomic(&out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+        let outcome = merge_records(cfg, out, &plan, &prep.data_key, true)?;
+        return Ok(CellOutcome::Merged(outcome));
+    }
+    run_prepared_cell(cfg, &prep, cell, out, device, &mut Memo::default(), wait)
+}
+
+/// The current key of the cell named `id` in `plan`.
+fn key_of_id(cfg: &ExperimentConfig, plan: &[Cell], data_key: &str, id: &str) -> Result<String> {
+    let cell = plan
+        .iter()
+        .find(|c| c.id == id)
+        .with_context(|| format!("no cell {id} in this grid"))?;
+    cells::cell_key(cfg, data_key, cell)
+}
+
+/// [`run_cell`] for a training cell once the data is loaded.
+fn run_prepared_cell(
+    cfg: &ExperimentConfig,
+    prep: &Prepared,
+    cell: &Cell,
+    out: &Path,
+    device: &Device,
+    memo: &mut Memo,
+    wait: Duration,
+) -> Result<CellOutcome> {
+    let plan = cells::plan(cfg);
+    let key = cells::cell_key(cfg, &prep.data_key, cell)?;
+    if cells::finished(out, &cell.id, &key)?.is_some() {
+        eprintln!(
+            "cell {}: finished earlier (current record); skipped",
+            cell.id
+        );
+        return Ok(CellOutcome::Skipped);
+    }
+    let key_of = |id: &str| key_of_id(cfg, &plan, &prep.data_key, id);
+    cells::await_needs(out, cell, &key_of, wait)?;
+    let _lock = cells::lock(out, &cell.id)?;
+    // another process may have finished it while this one waited
+    if cells::finished(out, &cell.id, &key)?.is_some() {
+        eprintln!("cell {}: finished by another process; skipped", cell.id);
+        return Ok(CellOutcome::Skipped);
+    }
+    let started = Instant::now();
+    eprintln!("cell {} ({}) ...", cell.id, cell.kind.label());
+    let record = execute(cfg, prep, cell, out, device, memo, key)?;
+    cells::save(out, &record)?;
+    eprintln!(
+        "cell {}: done in {:.0} s",
+        cell.id,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(CellOutcome::Ran)
+}
+
+/// What one process keeps between the cells of a seed (the teacher, its maps, the first
+/// compression method's networks for ROAR), so a single-process run does not reload them.
+#[derive(Default)]
+struct Memo {
+    seed: Option<u64>,
+    teacher: Option<Trained>,
+    references: Option<Vec<MapSet>>,
+    finals: Vec<(String, Vec<Trained>)>,
+}
+
+impl Memo {
+    /// Forgets everything of another seed.
+    fn enter(&mut self, seed: u64) {
+        if self.seed != Some(seed) {
+            *self = Memo {
+                seed: Some(seed),
+                ..Memo::default()
+            };
+        }
+    }
+
+    fn teacher(&mut self, ctx: &Ctx) -> Result<Trained> {
+        self.enter(ctx.seed);
+        if self.teacher.is_none() {
+            self.teacher = Some(train_teacher(ctx)?);
+        }
+        Ok(self.teacher.clone().expect("set above"))
+    }
+
+    /// The teacher's maps of every method, for cos / l2 of the same method.
+    fn references(&mut self, ctx: &Ctx, teacher: &Trained) -> Result<Vec<MapSet>> {
+        if self.references.is_none() {
+            let maps = ctx
+                .methods
+                .iter()
+                .map(|m| {
+                    evaluation::reference_maps(
+                        &teacher.model,
+                        *m,
+                        &ctx.splits.test,
+                        ctx.norm,
+                        ctx.cfg.eval.batch_size,
+                    )
+                })
+                .collect::<Result<Vec<MapSet>>>()?;
+            self.references = Some(maps);
+        }
+        Ok(self.references.clone().expect("set above"))
+    }
+
+    /// The last stage's networks of `compression` (loaded from their finished stages when
+    /// another process trained them).
+    fn finals(&mut self, ctx: &Ctx, compression: &str, teacher: &Trained) -> Result<Vec<Trained>> {
+        if let Some((_, f)) = self.finals.iter().find(|(c, _)| c == compression) {
+            return Ok(f.clone());
+        }
+        let (finals, _) = method_students(ctx, ctx.cfg.method(compression)?, teacher)?;
+        self.finals.push((compression.to_string(), finals.clone()));
+        Ok(finals)
+    }
+}
+
+/// Does a training cell's work and returns its record.
+fn execute(
+    cfg: &ExperimentConfig,
+    prep: &Prepared,
+    cell: &Cell,
+    out: &Path,
+    device: &Device,
+    memo: &mut Memo,
+    key: String,
+) -> Result<CellRecord> {
+    let (splits, norm) = (&prep.splits, &prep.norm);
     let validator = |m: &Network| -> Result<ValScores> {
-        let logits = evaluation::predict(&m.valid(), &splits.val, &norm, cfg.eval.batch_size)?;
+        let logits = evaluation::predict(&m.valid(), &splits.val, norm, cfg.eval.batch_size)?;
         let q = health::prediction_quality(&logits, &splits.val, cfg.eval.map_variant)?;
         Ok(ValScores {
             map: q.map,
@@ -107,95 +322,155 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
     if validate.is_none() {
         eprintln!("WARNING: the validation split has no labelled class; no per-epoch validation");
     }
-    let chance = health::chance_map(&splits.test, cfg.eval.map_variant)?;
-    let data_key = stage_key(&(
-        splits.train.fingerprint(),
-        splits.val.fingerprint(),
-        &norm,
-        pretrained_fingerprint(cfg)?,
-    ));
-    let mut rows = Vec::new();
-    let mut pairs_csv = report::PairsCsv::new();
-    let mut roar_points = Vec::new();
-    for &seed in &cfg.seeds {
-        let ctx = Ctx {
-            cfg,
-            splits: &splits,
-            norm: &norm,
-            methods: &methods,
-            seed,
-            dir: out.join(format!("seed-{seed}")),
-            ad: device.clone().autodiff(),
-            validate,
-            chance,
-            data_key: data_key.clone(),
-        };
-        let teacher = train_teacher(&ctx)?;
-        // the teacher's maps of every method, for cos / l2 of the same method
-        let references = methods
-            .iter()
-            .map(|m| {
-                evaluation::reference_maps(
-                    &teacher.model,
-                    *m,
-                    &splits.test,
-                    &norm,
-                    cfg.eval.batch_size,
-                )
-            })
-            .collect::<Result<Vec<MapSet>>>()?;
-        let mut evaluate = |t: &Trained| -> Result<()> {
-            for (row, pairs) in evaluate_rows(&ctx, t, &references)? {
-                pairs_csv.push(&row, &pairs)?;
-                rows.push(row);
-            }
-            Ok(())
-        };
-        evaluate(&teacher)?;
-        let mut first_finals = Vec::new();
-        for compression in &cfg.compressions {
+    let seed = cell
+        .seed
+        .with_context(|| format!("cell {} has no seed", cell.id))?;
+    let ctx = Ctx {
+        cfg,
+        splits,
+        norm,
+        methods: &prep.methods,
+        seed,
+        dir: out.join(format!("seed-{seed}")),
+        ad: device.clone().autodiff(),
+        validate,
+        chance: prep.chance,
+        data_key: prep.data_key.clone(),
+    };
+    let mut record = CellRecord {
+        key,
+        id: cell.id.clone(),
+        settings: cells::settings_key(cfg, cell)?,
+        rows: Vec::new(),
+        pairs: Vec::new(),
+        roar: Vec::new(),
+        dataset: prep.described.clone(),
+    };
+    let teacher = memo.teacher(&ctx)?;
+    let mut evaluate = |t: &Trained, references: &[MapSet]| -> Result<()> {
+        for (row, pairs) in evaluate_rows(&ctx, t, references)? {
+            record.rows.push(row);
+            record.pairs.push(pairs);
+        }
+        Ok(())
+    };
+    match &cell.kind {
+        CellKind::Teacher => evaluate(&teacher, &memo.references(&ctx, &teacher)?)?,
+        CellKind::Students { compression } => {
+            let references = memo.references(&ctx, &teacher)?;
             let method = cfg.method(compression)?;
             let (finals, rounds) = method_students(&ctx, method, &teacher)?;
             for t in rounds.iter().chain(&finals) {
-                evaluate(t)?;
+                evaluate(t, &references)?;
             }
-            if seed == cfg.seeds[0] {
+            if cfg.seeds.first() == Some(&seed) {
                 let mut nets = vec![&teacher];
                 nets.extend(finals.iter());
                 draw_overlays(
                     &ctx,
                     &nets,
                     &references[0],
-                    &out.join(format!("overlays-{compression}.png")),
+                    &cells::overlay_path(out, &cell.id),
                 )?;
             }
-            if first_finals.is_empty() {
-                first_finals = finals;
+            if cfg.roar.enabled && cfg.compressions.first() == Some(compression) {
+                memo.finals.push((compression.clone(), finals));
             }
         }
-        if cfg.roar.enabled {
-            roar_points.extend(roar_seed(&ctx, &teacher, &first_finals)?);
-            write_atomic(
-                &out.join("roar.json"),
-                serde_json::to_string_pretty(&roar_points)?.as_bytes(),
-            )?;
+        CellKind::Roar => {
+            let finals = match cfg.compressions.first() {
+                Some(c) => memo.finals(&ctx, c, &teacher)?,
+                None => Vec::new(),
+            };
+            record.roar = roar_seed(&ctx, &teacher, &finals)?;
         }
-        report::write_json(&rows, &out.join("results.json"))?;
+        CellKind::Report => anyhow::bail!("the report cell merges records; it has no work"),
     }
+    Ok(record)
+}
+
+/// Merges the records of `plan`'s cells into the run's results: `results.json`, `pairs.csv`,
+/// `roar.json`, `results.md`, the plots, the overlays and `report.html`. With `complete`, every
+/// cell must have a current record (`data_key` given) and a missing one is an error; otherwise
+/// the cells finished so far are merged and the page says which are missing. Without a
+/// `data_key` (`faithful report`, which loads no data) a record counts when its settings match.
+fn merge_records(
+    cfg: &ExperimentConfig,
+    out: &Path,
+    plan: &[Cell],
+    data_key: &str,
+    complete: bool,
+) -> Result<Outcome> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for cell in plan.iter().filter(|c| c.kind != CellKind::Report) {
+        let record = if data_key.is_empty() {
+            cells::any_record(out, &cell.id)?
+                .filter(|r| cells::settings_key(cfg, cell).is_ok_and(|k| k == r.settings))
+        } else {
+            cells::finished(out, &cell.id, &cells::cell_key(cfg, data_key, cell)?)?
+        };
+        match record {
+            Some(r) => found.push((cell, r)),
+            None => missing.push(cell.id.clone()),
+        }
+    }
+    if complete && !missing.is_empty() {
+        anyhow::bail!(
+            "cannot merge {}: cells {} have not finished",
+            out.display(),
+            missing.join(", ")
+        );
+    }
+    let described = found
+        .first()
+        .map(|(_, r)| r.dataset.clone())
+        .with_context(|| format!("no cell of {} has finished yet", out.display()))?;
+    clear_run_outputs(out)?;
+    let mut all_rows = Vec::new();
+    let mut pairs_csv = report::PairsCsv::new();
+    let mut roar_points = Vec::new();
+    for (cell, record) in &found {
+        for (row, pairs) in record.rows.iter().zip(&record.pairs) {
+            pairs_csv.push(row, pairs)?;
+        }
+        all_rows.extend(record.rows.iter().cloned());
+        roar_points.extend(record.roar.iter().cloned());
+        if let CellKind::Students { compression } = &cell.kind {
+            copy_overlays(out, &cell.id, compression)?;
+        }
+    }
+    report::write_json(&all_rows, &out.join("results.json"))?;
     write_atomic(&out.join("pairs.csv"), &pairs_csv.finish()?)?;
-    let all_rows = rows;
+    if !roar_points.is_empty() {
+        write_atomic(
+            &out.join("roar.json"),
+            serde_json::to_string_pretty(&roar_points)?.as_bytes(),
+        )?;
+    }
     // the tables, claims and plots are those of the main method; the others get the methods
     // table
     let rows = report::rows_of_method(&all_rows, cfg.eval.primary_attribution());
-    report_warnings(&rows);
+    if complete {
+        report_warnings(&rows);
+    }
     let table = report::tables_by_compression(&rows, &cfg.compressions);
-    let described = cfg.dataset.describe(&cfg.data, &splits);
     let body = results_markdown(cfg, &described, &table);
     // The warnings go right under the title, where nobody can miss them.
     let (title, rest) = body.split_once("\n\n").unwrap_or(("", &body));
     let claims = report::claims::check_claims(&rows, cfg.eval.pairs);
+    let partial = if missing.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "> **Partial results:** {} of {} cells have finished; not yet: {}.\n\n",
+            found.len(),
+            found.len() + missing.len(),
+            missing.join(", ")
+        )
+    };
     let markdown = format!(
-        "{title}\n\n{}{rest}\n{}{}{}",
+        "{title}\n\n{partial}{}{rest}\n{}{}{}",
         report::warnings_markdown(&rows),
         report::claims::claims_markdown(&claims),
         report::methods::methods_markdown(
@@ -212,7 +487,7 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
     ) + &report::roar::markdown(&roar_points);
     // The tables first: a failing plot (a full disk) must not cost the results.
     write_atomic(&out.join("results.md"), markdown.as_bytes())?;
-    if cfg.compressions.iter().any(|c| c == "unstructured") {
+    if cfg.compressions.iter().any(|c| c == "unstructured") && !rows.is_empty() {
         report::sweep::write(&rows, &cfg.regularizers, out)?;
     }
     if !roar_points.is_empty() {
@@ -224,6 +499,41 @@ pub fn run(cfg: &ExperimentConfig, out: &Path, device: &Device) -> Result<Outcom
         table,
         out: out.to_path_buf(),
     })
+}
+
+/// Copies a students cell's overlay figure (and its caption text) to the run folder's
+/// `overlays-<compression>.png`.
+fn copy_overlays(out: &Path, id: &str, compression: &str) -> Result<()> {
+    let from = cells::overlay_path(out, id);
+    if !from.is_file() {
+        return Ok(());
+    }
+    let to = out.join(format!("overlays-{compression}.png"));
+    for (a, b) in [
+        (from.clone(), to.clone()),
+        (from.with_extension("txt"), to.with_extension("txt")),
+    ] {
+        let bytes = std::fs::read(&a).with_context(|| format!("cannot read {}", a.display()))?;
+        write_atomic(&b, &bytes)?;
+    }
+    Ok(())
+}
+
+/// Rebuilds the results and report of a run folder from whatever cells have finished (records
+/// whose settings match the folder's `config.toml`); a run folder without cell records (made
+/// by an older version) gets its `report.html` rebuilt from `results.json`. Returns the page.
+pub fn report(out: &Path) -> Result<PathBuf> {
+    let config = out.join("config.toml");
+    if !out.join(cells::CELLS_DIR).is_dir() || !config.is_file() {
+        return report::html::write_report(out);
+    }
+    let cfg = ExperimentConfig::load(&config)?;
+    let _lock = crate::util::RunLock::acquire(out).context(
+        "a run is writing this folder; its results are merged after every cell, so \
+         report.html is current already",
+    )?;
+    merge_records(&cfg, out, &cells::plan(&cfg), "", false)?;
+    Ok(out.join("report.html"))
 }
 
 /// Removes the run-level outputs of an earlier run in `out` (tables, plots, report), so that
@@ -845,4 +1155,36 @@ fn results_markdown(cfg: &ExperimentConfig, dataset: &str, tables: &str) -> Stri
             PairSet::Present => " (every such pair, predicted or not: `eval.pairs = \"present\"`)",
         },
     )
+}
+
+/// `--list-cells`: the grid's cells with their status in `out` (done: a record of the current
+/// settings; stale: a record of other settings; running: another process holds the cell's
+/// lock; pending).
+pub fn list_cells(cfg: &ExperimentConfig, out: &Path) -> Result<String> {
+    cfg.validate()?;
+    let plan = cells::plan(cfg);
+    let status = |c: &Cell| -> &'static str {
+        if c.kind == CellKind::Report {
+            return if out.join("results.json").is_file() {
+                "merged"
+            } else {
+                "pending"
+            };
+        }
+        let record = cells::any_record(out, &c.id).ok().flatten();
+        match record {
+            Some(r) if cells::settings_key(cfg, c).is_ok_and(|k| k == r.settings) => "done",
+            Some(_) => "stale",
+            None if out
+                .join(cells::CELLS_DIR)
+                .join(format!("{}.lock", c.id))
+                .is_file()
+                && cells::lock(out, &c.id).is_err() =>
+            {
+                "running"
+            }
+            None => "pending",
+        }
+    };
+    Ok(cells::table(&plan, &status))
 }

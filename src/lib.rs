@@ -6,6 +6,8 @@
 
 pub mod attribution;
 pub mod bench;
+pub mod cells;
+pub mod cluster;
 pub mod compression;
 pub mod config;
 pub mod data;

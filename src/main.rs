@@ -64,6 +64,88 @@ enum Command {
         /// Seeds to run, overriding the config.
         #[arg(long, value_delimiter = ',')]
         seeds: Option<Vec<u64>>,
+        /// Print the grid's cells (index, id, kind, level, status in --out, needs) and exit.
+        #[arg(long, conflicts_with = "cell")]
+        list_cells: bool,
+        /// Run one cell only: its id (`kd-s0`), its index, or `env` for the index a scheduler
+        /// sets (SLURM_ARRAY_TASK_ID, else JOB_COMPLETION_INDEX).
+        #[arg(long)]
+        cell: Option<String>,
+        /// With --cell N or env: N counts the cells of this dependency level only.
+        #[arg(long, requires = "cell")]
+        level: Option<usize>,
+        /// With --cell: wait up to this many seconds for the cells it needs to finish.
+        #[arg(long, default_value_t = 0, requires = "cell")]
+        wait: u64,
+    },
+    /// Write (and with --submit, submit) Slurm job arrays that run a grid's cells, one array per
+    /// dependency level chained with afterok.
+    Slurm {
+        /// The experiment config.
+        config: PathBuf,
+        /// The shared run folder (every node must see it).
+        #[arg(long)]
+        out: PathBuf,
+        /// Seeds to run, overriding the config.
+        #[arg(long, value_delimiter = ',')]
+        seeds: Option<Vec<u64>>,
+        /// Slurm partition.
+        #[arg(long)]
+        partition: Option<String>,
+        /// Time limit: `HH:MM:SS` for every cell kind, or `teacher=..,students=..,roar=..,report=..`.
+        #[arg(long, default_value = "")]
+        time: String,
+        /// CPUs per cell (per kind as for --time).
+        #[arg(long, default_value = "")]
+        cpus_per_task: String,
+        /// Memory per cell, e.g. `8G` (per kind as for --time).
+        #[arg(long, default_value = "")]
+        mem: String,
+        /// GPUs per cell (per kind as for --time).
+        #[arg(long, default_value = "")]
+        gpus_per_task: String,
+        /// The faithful binary the cells run (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Submit the scripts with sbatch.
+        #[arg(long)]
+        submit: bool,
+    },
+    /// Print a Kubernetes manifest that runs a grid's cells: a ConfigMap and one Indexed Job per
+    /// dependency level (pods wait for the cells they need).
+    K8s {
+        /// The experiment config.
+        config: PathBuf,
+        /// Name of the grid's Kubernetes objects.
+        #[arg(long, default_value = "faithful-grid")]
+        name: String,
+        /// Container image with `faithful` on its PATH.
+        #[arg(long)]
+        image: String,
+        /// PersistentVolumeClaim (ReadWriteMany) holding the shared run folder.
+        #[arg(long)]
+        pvc: String,
+        /// Where the claim is mounted in the pods.
+        #[arg(long, default_value = "/runs")]
+        mount: String,
+        /// The run folder inside the pods (default: <mount>/<name>).
+        #[arg(long)]
+        out: Option<String>,
+        /// Seeds to run, overriding the config.
+        #[arg(long, value_delimiter = ',')]
+        seeds: Option<Vec<u64>>,
+        /// CPU request per cell (per kind as for `slurm --time`).
+        #[arg(long, default_value = "")]
+        cpu: String,
+        /// Memory request per cell, e.g. `8Gi` (per kind).
+        #[arg(long, default_value = "")]
+        memory: String,
+        /// nvidia.com/gpu per cell (per kind).
+        #[arg(long, default_value = "")]
+        gpus: String,
+        /// Seconds a pod waits for the cells it needs.
+        #[arg(long, default_value_t = 7 * 24 * 3600)]
+        wait: u64,
     },
     /// Measure training throughput (images/s) for the teacher and each regularizer.
     Bench {
@@ -185,6 +267,47 @@ fn report_outcome(cfg: &ExperimentConfig, out: &std::path::Path, backend: Backen
     Ok(())
 }
 
+fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Flex => "flex",
+        Backend::Wgpu => "wgpu",
+    }
+}
+
+/// `faithful experiment --cell`: one cell of the grid.
+fn run_one_cell(
+    cfg: &ExperimentConfig,
+    out: &std::path::Path,
+    spec: &str,
+    level: Option<usize>,
+    wait: u64,
+    backend: Backend,
+) -> Result<()> {
+    let plan = faithful::cells::plan(cfg);
+    let cell = faithful::cells::select(&plan, spec, level)?;
+    let started = std::time::Instant::now();
+    let outcome = faithful::experiment::run_cell(
+        cfg,
+        out,
+        &device(backend)?,
+        cell,
+        std::time::Duration::from_secs(wait),
+    )
+    .with_context(|| format!("cell {} of {}", cell.id, out.display()))?;
+    match outcome {
+        faithful::experiment::CellOutcome::Merged(o) => println!("{}", o.table),
+        faithful::experiment::CellOutcome::Skipped => {
+            println!("cell {}: already finished", cell.id)
+        }
+        faithful::experiment::CellOutcome::Ran => println!(
+            "cell {} done in {:.0} s",
+            cell.id,
+            started.elapsed().as_secs_f64()
+        ),
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -207,7 +330,15 @@ fn main() -> Result<()> {
             });
             report_outcome(&cfg, &out, cli.backend)?;
         }
-        Command::Experiment { config, out, seeds } => {
+        Command::Experiment {
+            config,
+            out,
+            seeds,
+            list_cells,
+            cell,
+            level,
+            wait,
+        } => {
             let mut cfg = ExperimentConfig::load(&config)?;
             if let Some(s) = seeds {
                 cfg.seeds = s;
@@ -217,7 +348,87 @@ fn main() -> Result<()> {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(name));
-            report_outcome(&cfg, &out, cli.backend)?;
+            if list_cells {
+                print!("{}", faithful::experiment::list_cells(&cfg, &out)?);
+            } else if let Some(spec) = cell {
+                run_one_cell(&cfg, &out, &spec, level, wait, cli.backend)?;
+            } else {
+                report_outcome(&cfg, &out, cli.backend)?;
+            }
+        }
+        Command::Slurm {
+            config,
+            out,
+            seeds,
+            partition,
+            time,
+            cpus_per_task,
+            mem,
+            gpus_per_task,
+            binary,
+            submit,
+        } => {
+            let mut cfg = ExperimentConfig::load(&config)?;
+            if let Some(s) = seeds {
+                cfg.seeds = s;
+            }
+            use faithful::cluster::{PerKind, slurm};
+            let opts = slurm::SlurmOptions {
+                binary: match binary {
+                    Some(b) => std::path::absolute(b)?,
+                    None => std::env::current_exe()?,
+                },
+                backend: backend_name(cli.backend).into(),
+                partition,
+                time: PerKind::parse("time", &time)?,
+                cpus_per_task: PerKind::parse("cpus-per-task", &cpus_per_task)?,
+                mem: PerKind::parse("mem", &mem)?,
+                gpus_per_task: PerKind::parse("gpus-per-task", &gpus_per_task)?,
+            };
+            let scripts = slurm::write_scripts(&cfg, &std::path::absolute(&out)?, &opts)?;
+            println!(
+                "wrote {} ({} levels, cells listed in cells.tsv)",
+                scripts.dir.display(),
+                scripts.levels.len()
+            );
+            if submit {
+                print!("{}", slurm::submit(&scripts)?);
+            } else {
+                println!("submit with: bash {}", scripts.submit.display());
+            }
+        }
+        Command::K8s {
+            config,
+            name,
+            image,
+            pvc,
+            mount,
+            out,
+            seeds,
+            cpu,
+            memory,
+            gpus,
+            wait,
+        } => {
+            let mut cfg = ExperimentConfig::load(&config)?;
+            if let Some(s) = seeds {
+                cfg.seeds = s;
+            }
+            use faithful::cluster::{PerKind, k8s};
+            let run = out.unwrap_or_else(|| format!("{}/{name}", mount.trim_end_matches('/')));
+            let opts = k8s::K8sOptions {
+                name,
+                image,
+                claim: pvc,
+                mount,
+                run,
+                backend: backend_name(cli.backend).into(),
+                cpu: PerKind::parse("cpu", &cpu)?,
+                memory: PerKind::parse("memory", &memory)?,
+                gpus: PerKind::parse("gpus", &gpus)?,
+                wait_seconds: wait,
+            };
+            print!("{}", k8s::manifest(&cfg, &opts)?);
         }
         Command::Bench { images, config } => {
             let cfg = load_config(&config, false)?;
@@ -334,7 +545,7 @@ fn main() -> Result<()> {
             );
         }
         Command::Report { run } => {
-            let path = faithful::report::html::write_report(&run)
+            let path = faithful::experiment::report(&run)
                 .with_context(|| format!("report of {}", run.display()))?;
             println!("wrote {}", path.display());
         }

@@ -59,9 +59,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path
         .file_name()
         .with_context(|| format!("{} is not a file path", path.display()))?;
+    // unique per host and process: cells on several machines may share the folder
     let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{}",
         file_name.to_string_lossy(),
+        host_name(),
         std::process::id()
     ));
     let written = std::fs::write(&tmp, bytes)
@@ -85,10 +87,10 @@ pub fn file_hash(path: &Path) -> Result<String> {
     Ok(format!("{:016x}", h.finish()))
 }
 
-/// Exclusive ownership of a run folder for the life of the process: a second process that
-/// tries to write into the same folder fails at once, naming the holder. The lock is an OS file
-/// lock, so the kernel releases it when the holder exits or is killed; a `run.lock` file left
-/// behind by a crash does not block anyone.
+/// Exclusive ownership of a run folder (or of one cell of it) for the life of the process: a
+/// second process that tries to write the same thing fails at once, naming the holder. The lock
+/// is an OS file lock, so the kernel releases it when the holder exits or is killed; a lock file
+/// left behind by a crash does not block anyone.
 #[derive(Debug)]
 pub struct RunLock {
     _file: std::fs::File,
@@ -100,23 +102,36 @@ pub const RUN_LOCK_FILE: &str = "run.lock";
 impl RunLock {
     /// Takes the lock of `dir` (created if missing), or fails naming the process that holds it.
     pub fn acquire(dir: &Path) -> Result<RunLock> {
+        Self::acquire_file(
+            &dir.join(RUN_LOCK_FILE),
+            &format!(
+                "{} is in use by another faithful process; a run folder has one writer: \
+                 wait for it or choose another --out",
+                dir.display()
+            ),
+        )
+    }
+
+    /// Takes the lock file `path` (its folder created if missing); `busy` says what a second
+    /// taker is told, followed by the holder.
+    pub fn acquire_file(path: &Path, busy: &str) -> Result<RunLock> {
         use std::io::{Seek, Write};
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join(RUN_LOCK_FILE);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&path)
+            .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         if let Err(e) = file.try_lock() {
-            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            let holder = std::fs::read_to_string(path).unwrap_or_default();
             let holder = holder.trim();
             anyhow::bail!(
-                "{} is in use by another faithful process ({}); a run folder has one writer: \
-                 wait for it or choose another --out ({e})",
-                dir.display(),
+                "{busy} ({}; {e})",
                 if holder.is_empty() {
                     "holder unknown"
                 } else {
@@ -127,9 +142,7 @@ impl RunLock {
         let me = format!(
             "pid {} on {}, since unix time {}",
             std::process::id(),
-            std::fs::read_to_string("/etc/hostname")
-                .map(|h| h.trim().to_string())
-                .unwrap_or_else(|_| "this host".into()),
+            host_name(),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -141,6 +154,15 @@ impl RunLock {
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(RunLock { _file: file })
     }
+}
+
+/// This machine's name (for lock holders and temp files on shared folders).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "this-host".into())
 }
 
 /// Reads a JSON `null` as NaN: metrics that are undefined (NaN) are written as `null` by
