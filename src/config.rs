@@ -139,6 +139,8 @@ experiment_config! {
         pub unstructured: MagnitudePruning,
         /// L1 filter pruning settings.
         pub structured: FilterPruning,
+        /// Quantization-aware fine-tuning settings.
+        pub quantize: crate::compression::quantize::Quantization,
     }
     then {
         /// Fine-tuning of pruned networks (each unstructured round, and the structured network).
@@ -204,6 +206,7 @@ impl ExperimentConfig {
             kd: Distillation::default(),
             unstructured: MagnitudePruning::default(),
             structured: FilterPruning::default(),
+            quantize: Default::default(),
             prune_train: TrainConfig {
                 epochs: 5,
                 lr: 0.01,
@@ -321,7 +324,18 @@ impl ExperimentConfig {
         let (num_classes, input_size) = self.dataset.shape_hint(&self.data);
         let arch = self.teacher_arch_for(num_classes, input_size);
         arch.validate().context("teacher.arch")?;
-        if self.compressions.iter().any(|c| c == "structured") {
+        let quantizes = |c: &String| c.split('+').any(|p| p == "quantize");
+        if matches!(arch, Arch::Quant(_)) && self.compressions.iter().any(quantizes) {
+            bail!(
+                "quantize is not implemented for a teacher that is quantized already (family \
+                 `quantized`); quantize its float base"
+            );
+        }
+        if self
+            .compressions
+            .iter()
+            .any(|c| c.split('+').any(|p| p == "structured"))
+        {
             self.structured.check_family(&arch)?;
         }
         arch.thinner(self.kd.width_divisor)
@@ -340,16 +354,34 @@ impl ExperimentConfig {
     }
 
     /// The compression method `name`; an unknown name is an error listing the known ones.
-    pub fn method(&self, name: &str) -> Result<&dyn Method> {
-        self.methods()
-            .into_iter()
-            .find(|m| m.name() == name)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown compression '{name}' (known: {})",
-                    self.method_names().join(", ")
-                )
-            })
+    pub fn method(&self, name: &str) -> Result<Box<dyn Method + '_>> {
+        let one = |part: &str| {
+            self.methods()
+                .into_iter()
+                .find(|m| m.name() == part)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "unknown compression '{part}' (known: {}, or a chain of them such as \
+                         kd+quantize)",
+                        self.method_names().join(", ")
+                    )
+                })
+        };
+        if !name.contains('+') {
+            return Ok(Box::new(crate::compression::Single(one(name)?)));
+        }
+        let parts = name
+            .split('+')
+            .map(|p| one(p.trim()))
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| format!("compression chain '{name}'"))?;
+        if parts.len() < 2 || parts.windows(2).any(|w| w[0].name() == w[1].name()) {
+            bail!("compression chain '{name}' must join different methods with '+'");
+        }
+        Ok(Box::new(crate::compression::Chain {
+            name: crate::compression::chain_name(name),
+            parts,
+        }))
     }
 
     /// The teacher architecture for the synthetic dataset's classes and image size.

@@ -292,7 +292,7 @@ impl Memo {
         if let Some((_, f)) = self.finals.iter().find(|(c, _)| c == compression) {
             return Ok(f.clone());
         }
-        let (finals, _) = method_students(ctx, ctx.cfg.method(compression)?, teacher)?;
+        let (finals, _) = method_students(ctx, ctx.cfg.method(compression)?.as_ref(), teacher)?;
         self.finals.push((compression.to_string(), finals.clone()));
         Ok(finals)
     }
@@ -359,7 +359,7 @@ fn execute(
         CellKind::Students { compression } => {
             let references = memo.references(&ctx, &teacher)?;
             let method = cfg.method(compression)?;
-            let (finals, rounds) = method_students(&ctx, method, &teacher)?;
+            let (finals, rounds) = method_students(&ctx, method.as_ref(), &teacher)?;
             for t in rounds.iter().chain(&finals) {
                 evaluate(t, &references)?;
             }
@@ -972,7 +972,8 @@ fn fine_tune_all(
     {
         save_model(&model, &dir.join("model.safetensors"))?;
         out.push(Trained {
-            compression: compression.name().into(),
+            // the method's name (a chain's, `kd+quantize`), not the stage's
+            compression: stage.into(),
             regularizer: reg.clone(),
             round,
             model: model.valid(),

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod compression;
 pub mod config;
 pub mod data;
+pub mod doctor;
 pub mod evaluation;
 pub mod experiment;
 pub mod explain;

@@ -17,6 +17,9 @@ struct Cli {
     /// Compute backend.
     #[arg(long, value_enum, default_value_t = Backend::Flex, global = true)]
     backend: Backend,
+    /// Train on a backend whose training gradients are not verified (wgpu; see `doctor`).
+    #[arg(long, global = true)]
+    allow_unverified_training: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,6 +30,8 @@ enum Backend {
     Flex,
     /// GPU through wgpu (build with `--features wgpu`).
     Wgpu,
+    /// GPU through wgpu's Vulkan path with the SPIR-V compiler (build with `--features vulkan`).
+    Vulkan,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -219,6 +224,19 @@ enum Command {
         /// The run folder (with config.toml and results.json).
         run: PathBuf,
     },
+    /// Op-by-op parity of the chosen backend against flex: every op of a training step at the
+    /// config teacher's shapes, each output's worst error (`--backend wgpu` on a GPU machine).
+    Doctor {
+        /// Experiment config whose teacher gives the shapes (default: the demo's).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Relative error above which an op is marked as differing.
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f64,
+        /// Also write the rows as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Print the built-in experiment config as TOML (a starting point for --config).
     Config {
         /// The --quick variant.
@@ -242,6 +260,12 @@ fn device(backend: Backend) -> Result<Device> {
         #[cfg(not(feature = "wgpu"))]
         Backend::Wgpu => {
             anyhow::bail!("this build has no wgpu backend: rebuild with --features wgpu")
+        }
+        #[cfg(feature = "vulkan")]
+        Backend::Vulkan => Ok(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice)),
+        #[cfg(not(feature = "vulkan"))]
+        Backend::Vulkan => {
+            anyhow::bail!("this build has no vulkan backend: rebuild with --features vulkan")
         }
     }
 }
@@ -271,6 +295,7 @@ fn backend_name(backend: Backend) -> &'static str {
     match backend {
         Backend::Flex => "flex",
         Backend::Wgpu => "wgpu",
+        Backend::Vulkan => "vulkan",
     }
 }
 
@@ -285,7 +310,6 @@ fn run_one_cell(
 ) -> Result<()> {
     let plan = faithful::cells::plan(cfg);
     let cell = faithful::cells::select(&plan, spec, level)?;
-    let started = std::time::Instant::now();
     let outcome = faithful::experiment::run_cell(
         cfg,
         out,
@@ -299,17 +323,15 @@ fn run_one_cell(
         faithful::experiment::CellOutcome::Skipped => {
             println!("cell {}: already finished", cell.id)
         }
-        faithful::experiment::CellOutcome::Ran => println!(
-            "cell {} done in {:.0} s",
-            cell.id,
-            started.elapsed().as_secs_f64()
-        ),
+        // the cell's own log line says how long it took
+        faithful::experiment::CellOutcome::Ran => {}
     }
     Ok(())
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    faithful::training::allow_unverified_training(cli.allow_unverified_training);
     match cli.command {
         Command::Demo {
             quick,
@@ -548,6 +570,37 @@ fn main() -> Result<()> {
             let path = faithful::experiment::report(&run)
                 .with_context(|| format!("report of {}", run.display()))?;
             println!("wrote {}", path.display());
+        }
+        Command::Doctor {
+            config,
+            tolerance,
+            json,
+        } => {
+            let cfg = load_config(&config, false)?;
+            let dev = device(cli.backend)?;
+            let rows = faithful::doctor::op_parity(&cfg, &dev, 0)?;
+            println!(
+                "backend {} against flex, {} op outputs:\n",
+                backend_name(cli.backend),
+                rows.len()
+            );
+            print!("{}", faithful::doctor::markdown(&rows, tolerance));
+            if let Some(path) = json {
+                faithful::util::write_atomic(
+                    &path,
+                    serde_json::to_string_pretty(&rows)?.as_bytes(),
+                )?;
+            }
+            let differing = rows
+                .iter()
+                .filter(|r| r.relative.is_nan() || r.relative > tolerance)
+                .count();
+            if differing > 0 {
+                anyhow::bail!(
+                    "{differing} op outputs differ from flex by more than {tolerance:e} (relative)"
+                );
+            }
+            println!("\nevery op agrees with flex within {tolerance:e}");
         }
         Command::Config { quick } => {
             print!("{}", load_config(&None, quick)?.to_toml()?);

@@ -19,26 +19,37 @@ pub fn head_grad_pooled(
 ) -> Tensor<4> {
     let pooled4 = head.pool(a);
     let [n, c, hp, wp] = pooled4.dims();
-    // Forward through the hidden layers, remembering each layer's ReLU mask.
+    // Forward through the hidden layers, remembering each layer's ReLU mask and, in a
+    // quantized head, where each layer's input lies inside its quantization range (the
+    // straight-through derivative of the fake quantization: 1 inside, 0 where clipped).
     let mut relu_masks = Vec::new();
+    let mut clip_masks = Vec::new();
     let mut z: Tensor<2> = pooled4.flatten(1, 3);
-    for (i, lin) in head.hidden.iter().enumerate() {
-        let pre = lin.forward(apply_mask(z, &drop.masks[i]));
+    let last = head.hidden.len();
+    for i in 0..=last {
+        let z_in = apply_mask(z.clone(), &drop.masks[i]);
+        clip_masks.push(head.input_clip_mask(i, z_in.clone().detach()));
+        if i == last {
+            break;
+        }
+        let pre = head.linear(i, z_in, false);
         relu_masks.push(pre.clone().detach().greater_elem(0.0).float());
         z = relu(pre);
     }
-    // Backward: dy/dz_in = (dy/dz_out) W^T, times the dropout mask that scaled z_in.
-    let last = head.hidden.len();
-    let mut grad = apply_mask(
-        target.matmul(head.classifier.weight.val().transpose()),
-        &drop.masks[last],
-    );
+    // Backward: dy/dz_in = (dy/dz_out) W^T, times the clip mask of z_in and the dropout mask
+    // that scaled it.
+    let through = |grad: Tensor<2>, i: usize| {
+        let g = grad.matmul(head.weight(i).transpose());
+        let g = match &clip_masks[i] {
+            Some(m) => g * m.clone(),
+            None => g,
+        };
+        apply_mask(g, &drop.masks[i])
+    };
+    let mut grad = through(target, last);
     for i in (0..last).rev() {
         grad = grad * relu_masks[i].clone();
-        grad = apply_mask(
-            grad.matmul(head.hidden[i].weight.val().transpose()),
-            &drop.masks[i],
-        );
+        grad = through(grad, i);
     }
     grad.reshape([n, c, hp, wp])
 }

@@ -5,6 +5,7 @@
 //! the shared fine-tuning loop; the experiment runs every method's stages with one loop.
 
 pub mod kd;
+pub mod quantize;
 pub mod structured;
 pub mod structured_resnet;
 pub mod unstructured;
@@ -49,6 +50,67 @@ pub trait Method {
     /// The method's fine-tuning stages, in order; the last stage's networks are the method's
     /// result and earlier ones are reported as its intermediate rounds.
     fn stages(&self) -> Result<Vec<PlannedStage>>;
+}
+
+/// Methods run one after another, written `a+b` in `compressions` (`kd+quantize`): the stages
+/// of each in turn, every method starting from the networks the one before left. Stages are
+/// numbered 1, 2, ... across the chain, so each has its own folder and the last one's networks
+/// are the chain's result.
+pub struct Chain<'a> {
+    /// The chain's name as written (`kd+quantize`).
+    pub name: &'static str,
+    /// The methods, in order.
+    pub parts: Vec<&'a dyn Method>,
+}
+
+impl Method for Chain<'_> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn validate(&self) -> Result<()> {
+        self.parts.iter().try_for_each(|m| m.validate())
+    }
+    fn stages(&self) -> Result<Vec<PlannedStage>> {
+        let mut out = Vec::new();
+        for part in &self.parts {
+            for mut stage in part.stages()? {
+                stage.settings_key = format!("{}:{}", part.name(), stage.settings_key);
+                out.push(stage);
+            }
+        }
+        for (i, stage) in out.iter_mut().enumerate() {
+            stage.round = i + 1;
+        }
+        Ok(out)
+    }
+}
+
+/// The `'static` name of a chain: chains are named by config strings, and a report keeps the
+/// name, so each distinct name is kept once for the life of the process.
+pub fn chain_name(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = names.iter().find(|n| **n == name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
+/// One method behind a box, as [`crate::config::ExperimentConfig::method`] returns chains.
+pub struct Single<'a>(pub &'a dyn Method);
+
+impl Method for Single<'_> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    fn validate(&self) -> Result<()> {
+        self.0.validate()
+    }
+    fn stages(&self) -> Result<Vec<PlannedStage>> {
+        self.0.stages()
+    }
 }
 
 /// A compression method with a fine-tuning stage.

@@ -202,6 +202,13 @@ impl ConvMasks {
         ConvMasks { masks }
     }
 
+    /// Whether any weight is masked (a dense network has nothing to keep at zero).
+    pub fn prunes_any(&self) -> bool {
+        self.masks
+            .iter()
+            .any(|m| m.clone().min().into_scalar::<f32>() < 1.0)
+    }
+
     /// Zeroes the masked weights (keeps parameter ids, so optimiser state stays attached).
     pub fn apply(&self, model: Network) -> Network {
         apply_masks(model, &self.masks)

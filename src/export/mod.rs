@@ -5,6 +5,7 @@
 //! architecture lists the real channel counts), so they export as such.
 
 pub mod onnx;
+pub mod onnx_quant;
 pub mod onnx_resnet;
 pub mod torch;
 pub mod torch_resnet;

@@ -533,6 +533,12 @@ pub trait OnnxExport {
     }
 }
 
+impl OnnxExport for crate::models::quant::QuantNet {
+    fn onnx_model(&self, normalization: Option<([f32; 3], [f32; 3])>) -> Result<ModelProto> {
+        super::onnx_quant::onnx_model(self, normalization)
+    }
+}
+
 impl OnnxExport for Vgg {
     fn onnx_model(&self, normalization: Option<([f32; 3], [f32; 3])>) -> Result<ModelProto> {
         onnx_model(self, normalization)

@@ -5,6 +5,7 @@
 //! gradient ([`crate::attribution::closed_form`]) needs; the families only describe their head
 //! through [`PiecewiseLinearHead`], they do not compute gradients themselves.
 
+use super::quant::{Observer, QuantSpec};
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::relu;
@@ -41,6 +42,18 @@ pub enum HeadPooling {
     GlobalAverage,
 }
 
+/// Fake quantization of a head's linear layers (the `quantized` family): each layer's input
+/// per tensor against its observer's range, its weight per output unit.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadQuant<'a> {
+    /// Bits and observer settings.
+    pub spec: &'a QuantSpec,
+    /// One observer per linear layer (hidden layers, then the classifier).
+    pub observers: &'a [Observer],
+    /// Whether the network is in training mode (observers learn only then).
+    pub training: bool,
+}
+
 /// A view of a family's head: its pool and linear layers (borrowed from the network).
 #[derive(Clone, Copy, Debug)]
 pub struct PiecewiseLinearHead<'a> {
@@ -52,6 +65,8 @@ pub struct PiecewiseLinearHead<'a> {
     pub classifier: &'a Linear,
     /// Dropout probability before each linear layer in training.
     pub dropout: f64,
+    /// Fake quantization of the linear layers (none for a float network).
+    pub quant: Option<HeadQuant<'a>>,
 }
 
 impl PiecewiseLinearHead<'_> {
@@ -81,14 +96,69 @@ impl PiecewiseLinearHead<'_> {
     }
 
     /// Logits: pool -> flatten (channel-major) -> [dropout -> linear -> ReLU]* -> dropout ->
-    /// linear.
+    /// linear. A quantized head's observers learn their ranges here (in training).
     pub fn forward(&self, a: Tensor<4>, drop: &HeadDropout) -> Tensor<2> {
         let mut z: Tensor<2> = self.pool(a).flatten(1, 3);
-        for (i, lin) in self.hidden.iter().enumerate() {
-            z = relu(lin.forward(apply_mask(z, &drop.masks[i])));
+        for i in 0..self.hidden.len() {
+            z = relu(self.linear(i, apply_mask(z, &drop.masks[i]), true));
         }
-        self.classifier
-            .forward(apply_mask(z, &drop.masks[self.hidden.len()]))
+        let last = self.hidden.len();
+        self.linear(last, apply_mask(z, &drop.masks[last]), true)
+    }
+
+    /// Linear layer `i` (hidden layers, then the classifier), as [`PiecewiseLinearHead::weight`]
+    /// and [`PiecewiseLinearHead::input`] make it; `observe`: let the input's observer learn.
+    pub fn linear(&self, i: usize, z: Tensor<2>, observe: bool) -> Tensor<2> {
+        let bias = self.layer(i).bias.as_ref().map(|b| b.val());
+        let Some(q) = &self.quant else {
+            // burn's `linear`, as `Linear::forward` computes it, so a float head is unchanged
+            return burn::tensor::module::linear(z, self.weight(i), bias);
+        };
+        let z = self.input(i, z, observe);
+        let (w, w_scale) =
+            super::quant::fake_quant_columns_scaled(self.layer(i).weight.val(), q.spec.weight_bits);
+        let d_out = w.dims()[1];
+        let bias = bias.map(|b| {
+            let input_scale = q.observers[i].scale(&b.device(), q.spec);
+            super::quant::fake_quant_bias(b, input_scale, w_scale.reshape([d_out]))
+        });
+        burn::tensor::module::linear(z, w, bias)
+    }
+
+    /// Linear layer `i` (hidden layers, then the classifier).
+    pub fn layer(&self, i: usize) -> &Linear {
+        self.hidden.get(i).unwrap_or(self.classifier)
+    }
+
+    /// The weight (d_in, d_out) layer `i` computes with: fake-quantized per output unit in a
+    /// quantized head (with a straight-through gradient).
+    pub fn weight(&self, i: usize) -> Tensor<2> {
+        let w = self.layer(i).weight.val();
+        match &self.quant {
+            Some(q) => super::quant::fake_quant_columns(w, q.spec.weight_bits),
+            None => w,
+        }
+    }
+
+    /// The input layer `i` sees: fake-quantized against its observer's range in a quantized
+    /// head (straight-through inside the range, zero gradient outside).
+    pub fn input(&self, i: usize, z: Tensor<2>, observe: bool) -> Tensor<2> {
+        match &self.quant {
+            Some(q) => {
+                // as the feature part: observers learn in training mode on an autodiff device
+                let learn = observe && q.training && z.device().is_autodiff();
+                q.observers[i].fake_quant(z, q.spec, learn)
+            }
+            None => z,
+        }
+    }
+
+    /// Where the input of layer `i` lies inside its quantization range (1) or is clipped (0),
+    /// the derivative of its fake quantization; `None` in a float head.
+    pub fn input_clip_mask(&self, i: usize, z: Tensor<2>) -> Option<Tensor<2>> {
+        self.quant
+            .as_ref()
+            .map(|q| q.observers[i].inside(z, q.spec))
     }
 
     /// Parameters of the linear layers.

@@ -9,6 +9,7 @@
 pub mod head;
 pub mod layers;
 pub mod network;
+pub mod quant;
 pub mod resnet;
 pub mod torchvision;
 pub mod torchvision_resnet;

@@ -11,6 +11,7 @@
 //! pruning, ONNX export) ask for it through [`Network::family`].
 
 use super::head::{HeadDropout, PiecewiseLinearHead};
+use super::quant::{QuantArch, QuantNet};
 use super::resnet::{ResNet, ResNetArch};
 use super::torchvision::TorchvisionImport;
 use super::vgg::{Vgg, VggArch};
@@ -203,6 +204,7 @@ families! {
     $
     Vgg(Vgg, VggArch) = "vgg",
     ResNet(ResNet, ResNetArch) = "resnet",
+    Quant(QuantNet, QuantArch) = "quantized",
 }
 
 impl<'de> Deserialize<'de> for Arch {

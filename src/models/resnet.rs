@@ -668,6 +668,7 @@ impl ResNet {
             hidden: &[],
             classifier: &self.fc,
             dropout: self.arch.dropout,
+            quant: None,
         }
     }
 

@@ -312,6 +312,7 @@ impl Vgg {
             hidden: &self.hidden,
             classifier: &self.classifier,
             dropout: self.arch.dropout,
+            quant: None,
         }
     }
 

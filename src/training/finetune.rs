@@ -161,6 +161,7 @@ pub fn fine_tune_lockstep(
     };
     let (cfg, seed) = (first.spec.train, first.spec.seed);
     let device = first.model.devices()[0].clone();
+    super::ensure_verified_training_backend(&device)?;
     let k = teacher.num_classes();
     let mut states = Vec::new();
     for run in runs {
