@@ -100,16 +100,19 @@ pub fn fake_quant_channels(w: Tensor<4>, bits: u32) -> Tensor<4> {
 
 /// [`fake_quant_channels`] and the per-channel scales (out, 1, 1, 1).
 pub fn fake_quant_channels_scaled(w: Tensor<4>, bits: u32) -> (Tensor<4>, Tensor<4>) {
+    let largest = w.clone().detach().abs().max_dim(1).max_dim(2).max_dim(3);
+    symmetric(w, largest, bits)
+}
+
+/// Symmetric fake quantization of `w` with the scale `largest / (2^(bits-1) - 1)` (largest
+/// magnitude per output, shaped to broadcast), straight through; returns the scales too.
+fn symmetric<const D: usize>(
+    w: Tensor<D>,
+    largest: Tensor<D>,
+    bits: u32,
+) -> (Tensor<D>, Tensor<D>) {
     let qmax = ((1u32 << (bits - 1)) - 1) as f64;
-    let scale = w
-        .clone()
-        .detach()
-        .abs()
-        .max_dim(1)
-        .max_dim(2)
-        .max_dim(3)
-        .div_scalar(qmax)
-        .clamp_min(1e-12);
+    let scale = largest.div_scalar(qmax).clamp_min(1e-12);
     let q = straight_through(w, |v| {
         (v / scale.clone()).round().clamp(-qmax, qmax) * scale.clone()
     });
@@ -141,18 +144,8 @@ pub fn fake_quant_columns(w: Tensor<2>, bits: u32) -> Tensor<2> {
 
 /// [`fake_quant_columns`] and the per-unit scales (1, d_out).
 pub fn fake_quant_columns_scaled(w: Tensor<2>, bits: u32) -> (Tensor<2>, Tensor<2>) {
-    let qmax = ((1u32 << (bits - 1)) - 1) as f64;
-    let scale = w
-        .clone()
-        .detach()
-        .abs()
-        .max_dim(0)
-        .div_scalar(qmax)
-        .clamp_min(1e-12);
-    let q = straight_through(w, |v| {
-        (v / scale.clone()).round().clamp(-qmax, qmax) * scale.clone()
-    });
-    (q, scale)
+    let largest = w.clone().detach().abs().max_dim(0);
+    symmetric(w, largest, bits)
 }
 
 /// `quantize(x)` in the forward pass, the identity in the backward pass.
