@@ -1,7 +1,8 @@
 //! The wgpu backend on lavapipe (Mesa's Vulkan driver on the CPU), so the wgpu path never
-//! regresses on machines without a GPU: builds the `wgpu` feature into `target/wgpu-ci` (profile `wgpu-ci`, a
-//! target folder of its own: the outer `cargo test` holds the main one) and runs the op-by-op parity
-//! suite and the Grad-CAM fixture there with `FAITHFUL_TEST_BACKEND=wgpu`. Skipped, with a
+//! regresses on machines without a GPU: builds the `wgpu` feature into `target/wgpu-ci`
+//! (profile `wgpu-ci`; a target folder of its own, as the outer `cargo test` holds the main
+//! one) and runs the op-by-op parity suite and the Grad-CAM fixture there with
+//! `FAITHFUL_TEST_BACKEND=wgpu`. Skipped, with a
 //! message, when Mesa's Vulkan driver is not installed (`apt-get install mesa-vulkan-drivers`)
 //! or `FAITHFUL_SKIP_WGPU=1`.
 
