@@ -9,6 +9,7 @@ use faithful::compression::kd::binary_kl;
 use faithful::compression::{bce_with_logits, log_sigmoid};
 use faithful::matching::sswa::Sswa;
 use faithful::matching::{MapDistance, SswaMode, ewa::activation_map};
+use faithful::models::quant::{QuantArch, QuantSpec};
 use faithful::models::vgg::HeadPool;
 use faithful::models::{Arch, HeadDropout, Network, ResNetArch, VggArch};
 use faithful::training::draw_dropout;
@@ -68,9 +69,26 @@ fn every_head() -> Vec<Arch> {
             .into(),
         );
     }
+    // the quantized family: a quantized head (weights and inputs, 4 bits) with and without a
+    // hidden layer, and a quantized ResNet
+    let quantized: Vec<Arch> = [archs[1].clone(), archs[3].clone(), archs[4].clone()]
+        .into_iter()
+        .map(|base| {
+            QuantArch {
+                base: Box::new(base),
+                spec: QuantSpec {
+                    weight_bits: 4,
+                    act_bits: 4,
+                    ..QuantSpec::default()
+                },
+            }
+            .into()
+        })
+        .collect();
+    archs.extend(quantized);
     assert_eq!(
         faithful::models::FAMILIES.len(),
-        2,
+        3,
         "a new family: add its heads here"
     );
     archs
@@ -87,11 +105,26 @@ fn closed_form_gradient_equals_autodiff_with_dropout_and_hidden_layers() {
             &device,
             9,
         );
+        if matches!(arch, Arch::Quant(_)) {
+            // a first, smaller batch sets the observers' ranges, so that the tested batch has
+            // inputs outside them: the clipped ones must get no gradient in both forms
+            let warm = net.features(x.clone().mul_scalar(0.3));
+            let none = HeadDropout::none(net.head().layers());
+            let _ = net.head().forward(warm, &none);
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let drop = draw_dropout(&net, 6, &mut rng, &device);
         assert!(drop.masks.iter().all(Option::is_some), "dropout is on");
         let classes = [0, 1, 2, 3, 4, 2];
         let a = net.features(x).detach().require_grad();
+        if matches!(arch, Arch::Quant(_)) {
+            let head = net.head();
+            let z: Tensor<2> = head.pool(a.clone().detach()).flatten(1, 3);
+            let z = faithful::models::head::apply_mask(z, &drop.masks[0]);
+            let inside = head.input_clip_mask(0, z).unwrap();
+            let clipped = inside.neg().add_scalar(1.0).sum().into_scalar::<f32>();
+            assert!(clipped > 0.0, "{}: no input clipped", arch.describe());
+        }
         let target = one_hot(&classes, 5, &device);
         let logits = net.head().forward(a.clone(), &drop);
         let auto = a.grad(&(logits * target.clone()).sum().backward()).unwrap();
