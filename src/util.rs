@@ -59,9 +59,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path
         .file_name()
         .with_context(|| format!("{} is not a file path", path.display()))?;
-    // unique per host and process: cells on several machines may share the folder
+    // unique per host, process and call: cells on several machines may share the folder, and
+    // cells running in threads of one process may write the same file at once
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}-{}",
+        ".{}.tmp-{}-{}-{call}",
         file_name.to_string_lossy(),
         host_name(),
         std::process::id()
