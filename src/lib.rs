@@ -21,5 +21,6 @@ pub mod matching;
 pub mod metrics;
 pub mod models;
 pub mod report;
+pub mod runtime;
 pub mod training;
 pub mod util;

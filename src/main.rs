@@ -160,6 +160,22 @@ enum Command {
         /// Experiment config whose architectures are timed.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Time the same stages in PyTorch and onnxruntime too, interleaved, side by side
+        /// (needs a Python with torch, onnxruntime, safetensors and numpy).
+        #[arg(long)]
+        compare: bool,
+        /// With --compare: interleaved rounds.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// With --compare: timed calls per stage and round.
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// With --compare: the Python interpreter.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        /// With --compare: write bench.md and bench.json here.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Predict and explain image files with a saved network: heat-map overlay PNGs per class.
     Explain {
@@ -452,9 +468,41 @@ fn main() -> Result<()> {
             };
             print!("{}", k8s::manifest(&cfg, &opts)?);
         }
-        Command::Bench { images, config } => {
+        Command::Bench {
+            images,
+            config,
+            compare,
+            rounds,
+            iters,
+            python,
+            out,
+        } => {
             let cfg = load_config(&config, false)?;
             let dev = device(cli.backend)?;
+            if compare {
+                let opts = faithful::bench::compare::CompareOptions {
+                    rounds,
+                    iters,
+                    python,
+                    batch: cfg.student_train.batch_size,
+                    eval_batch: cfg.eval.batch_size,
+                };
+                let work =
+                    std::env::temp_dir().join(format!("faithful-compare-{}", std::process::id()));
+                let result = faithful::bench::compare::compare(&cfg, &opts, &dev, &work)?;
+                let md = result.markdown();
+                println!("{md}");
+                if let Some(out) = out {
+                    std::fs::create_dir_all(&out)
+                        .with_context(|| format!("cannot create {}", out.display()))?;
+                    faithful::util::write_atomic(&out.join("bench.md"), md.as_bytes())?;
+                    faithful::util::write_atomic(
+                        &out.join("bench.json"),
+                        serde_json::to_string_pretty(&result)?.as_bytes(),
+                    )?;
+                }
+                return Ok(());
+            }
             let mut rows = faithful::bench::fixture_steps(&dev, 10)?;
             rows.extend(faithful::bench::run(&cfg, images, &dev)?);
             println!("| stage | images/s | ms/step |\n|---|---:|---:|");

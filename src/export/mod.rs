@@ -7,6 +7,7 @@
 pub mod onnx;
 pub mod onnx_quant;
 pub mod onnx_resnet;
+pub mod onnx_sparse;
 pub mod torch;
 pub mod torch_resnet;
 

@@ -84,6 +84,23 @@ pub struct GraphProto {
     /// Graph outputs.
     #[prost(message, repeated, tag = "12")]
     pub output: Vec<ValueInfoProto>,
+    /// Constant tensors stored sparse (see [`super::onnx_sparse`]).
+    #[prost(message, repeated, tag = "15")]
+    pub sparse_initializer: Vec<SparseTensorProto>,
+}
+
+/// `onnx.SparseTensorProto`: the non-zero values and their positions.
+#[derive(Clone, PartialEq, Message)]
+pub struct SparseTensorProto {
+    /// The non-zero values, a 1-D tensor `[nnz]` carrying the tensor's name.
+    #[prost(message, optional, tag = "1")]
+    pub values: Option<TensorProto>,
+    /// Their positions: int64 `[nnz]` (row-major linear indices, ascending).
+    #[prost(message, optional, tag = "2")]
+    pub indices: Option<TensorProto>,
+    /// The dense tensor's extents.
+    #[prost(int64, repeated, tag = "3")]
+    pub dims: Vec<i64>,
 }
 
 /// `onnx.NodeProto`.
@@ -353,6 +370,7 @@ impl GraphBuilder {
             node: self.nodes,
             name: name.into(),
             initializer: self.inits,
+            sparse_initializer: Vec::new(),
             doc_string: doc,
             input: vec![value_info(
                 "input",
@@ -555,9 +573,17 @@ pub fn export_onnx(
     out: &Path,
     normalization: Option<([f32; 3], [f32; 3])>,
 ) -> Result<()> {
-    let proto = on_net!(model, n => n.onnx_model(normalization))
+    let proto = network_onnx_model(model, normalization)
         .with_context(|| format!("cannot export {}", out.display()))?;
     write_atomic(out, &proto.encode_to_vec())
+}
+
+/// The ONNX graph of any network, through its family's [`OnnxExport`].
+pub fn network_onnx_model(
+    model: &Network,
+    normalization: Option<([f32; 3], [f32; 3])>,
+) -> Result<ModelProto> {
+    on_net!(model, n => n.onnx_model(normalization))
 }
 
 #[cfg(test)]

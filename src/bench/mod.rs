@@ -18,6 +18,8 @@ use burn::tensor::Distribution;
 use serde::Serialize;
 use std::time::Instant;
 
+pub mod compare;
+
 /// One measured configuration.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchRow {
