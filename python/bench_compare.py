@@ -18,7 +18,8 @@ warm-up; `peak_mb`: the process's peak resident memory during the stage, reset b
   onnxruntime on faithful's ONNX file.
 
 Usage: bench_compare.py --teacher STEM --student STEM --onnx-teacher F --onnx-student F
-           [--threads 2] [--batch 32] [--eval-batch 64] [--iters 5]
+           [--extra NAME=STEM ...] [--threads 2] [--batch 32] [--eval-batch 64] [--iters 5]
+(an extra network's ONNX file is STEM.onnx)
 """
 import argparse
 import json
@@ -104,8 +105,13 @@ class Stages:
         self.xe = torch.randn(a.eval_batch, 3, side, side, generator=g)
         self.ce = torch.arange(a.eval_batch) % classes
         self.opt = {id(m): sgd(m) for m in (self.teacher, self.student, self.fixture)}
-        self.ort = {name: self.session(path) for name, path in
-                    (("teacher", a.onnx_teacher), ("student", a.onnx_student))}
+        self.nets = {"teacher": self.teacher, "student": self.student}
+        onnx = {"teacher": a.onnx_teacher, "student": a.onnx_student}
+        for spec in a.extra:
+            name, stem = spec.split("=", 1)
+            self.nets[name] = load(stem)
+            onnx[name] = stem + ".onnx"
+        self.ort = {name: self.session(path) for name, path in onnx.items()}
 
     def session(self, path):
         o = ort.SessionOptions()
@@ -175,8 +181,8 @@ class Stages:
         out = {"pytorch": {}, "onnxruntime": {}}
         for name, fn in torch_stages.items():
             out["pytorch"][name] = timed(fn, a.iters)
-        for net in ("teacher", "student"):
-            model = getattr(self, net).eval()
+        for net, model in self.nets.items():
+            model = model.eval()
             for n in (1, a.batch):
                 x = self.x[:1] if n == 1 else self.x
                 xn = x.numpy()
@@ -197,6 +203,8 @@ def main():
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--eval-batch", type=int, default=64)
     p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--extra", action="append", default=[],
+                   help="NAME=STEM: another network, timed at inference only")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     stages = Stages(a)

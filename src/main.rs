@@ -38,6 +38,9 @@ enum Backend {
 enum ExportFormat {
     /// ONNX (opset 13), BatchNorm folded, dynamic batch.
     Onnx,
+    /// ONNX whose mostly-zero weight tensors (an unstructured-pruned network's) are stored
+    /// sparse (`sparse_initializer`); onnxruntime and `faithful::runtime` read it.
+    OnnxSparse,
     /// safetensors with torchvision-style names + a JSON architecture description.
     Torch,
 }
@@ -573,6 +576,19 @@ fn main() -> Result<()> {
                     let path = out.with_extension("onnx");
                     faithful::export::export_onnx(&net, &path, norm)?;
                     path.display().to_string()
+                }
+                ExportFormat::OnnxSparse => {
+                    let path = out.with_extension("onnx");
+                    let (summary, dense_bytes, sparse_bytes) =
+                        faithful::export::onnx_sparse::export_onnx_sparse(&net, &path, norm)?;
+                    format!(
+                        "{} ({} of {} weight tensors sparse, {:.1}% of their weights non-zero; \
+                         {sparse_bytes} bytes, dense ONNX {dense_bytes} bytes)",
+                        path.display(),
+                        summary.tensors,
+                        summary.tensors + summary.dense_tensors,
+                        100.0 * summary.nonzero as f64 / summary.elements.max(1) as f64
+                    )
                 }
                 ExportFormat::Torch => {
                     let names = info.as_ref().map(|i| i.class_names.as_slice());

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// A dense array: shape (outermost first) and row-major values.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct Array {
     shape: Vec<usize>,
     data: Vec<f32>,
@@ -123,6 +123,8 @@ pub struct Runtime {
     output: String,
     /// Input channels and side (from the graph's input).
     input_dims: [usize; 3],
+    /// The index of the last step reading each value (its buffer can be reused there).
+    last_use: HashMap<String, usize>,
 }
 
 /// Operators [`Runtime`] runs.
@@ -168,14 +170,19 @@ impl Runtime {
         }
         let mut sparse: HashMap<String, Weight> = HashMap::new();
         for s in &graph.sparse_initializer {
-            let (name, dims, idx, vals) = sparse_parts(s)?;
+            let crate::export::onnx_sparse::SparseParts {
+                name,
+                dims,
+                positions,
+                values,
+            } = sparse_parts(s)?;
             ensure!(
                 dims.len() >= 2,
                 "sparse tensor `{name}` has rank {}",
                 dims.len()
             );
             let width: usize = dims[1..].iter().product();
-            let rows = Rows::from_sorted(&idx, &vals, width, dims[0]);
+            let rows = Rows::from_sorted(&positions, &values, width, dims[0]);
             sparse.insert(name, Weight { dims, rows });
         }
         let weight = |name: &str| -> Result<Weight> {
@@ -243,7 +250,22 @@ impl Runtime {
             })
             .unwrap_or_default();
         ensure!(dims.len() == 4, "the graph's input is not [N, C, H, W]");
+        let mut last_use = HashMap::new();
+        for (i, step) in steps.iter().enumerate() {
+            for name in &step.inputs {
+                last_use.insert(name.clone(), i);
+            }
+        }
+        let output = graph
+            .output
+            .first()
+            .context("the graph has no output")?
+            .name
+            .clone();
+        // the graph's output is read after the last step
+        last_use.insert(output.clone(), usize::MAX);
         Ok(Self {
+            last_use,
             steps,
             input: input.name.clone(),
             output: graph
@@ -284,7 +306,7 @@ impl Runtime {
                 data: x.to_vec(),
             },
         );
-        for step in &self.steps {
+        for (index, step) in self.steps.iter().enumerate() {
             let arg = |i: usize| -> Result<&Array> {
                 let name = &step.inputs[i];
                 values
@@ -293,7 +315,14 @@ impl Runtime {
             };
             let out = match &step.op {
                 Op::Add => add(arg(0)?, arg(1)?)?,
-                op => apply(op, arg(0)?)?,
+                op if self.last_use.get(step.inputs[0].as_str()) == Some(&index) => {
+                    // the value's last reader: take it and let the op reuse its buffer
+                    let x = values
+                        .remove(step.inputs[0].as_str())
+                        .context("value used before it is computed")?;
+                    apply(op, x)?
+                }
+                op => apply(op, arg(0)?.clone())?,
             };
             values.insert(&step.output, out);
         }
@@ -349,10 +378,13 @@ fn refuse_attrs(node: &NodeProto, allowed: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Looks up a bias vector of a given length by (optional) initializer name.
+type VectorLookup<'a> = dyn Fn(Option<&String>, usize) -> Result<Vec<f32>> + 'a;
+
 fn parse_node(
     node: &NodeProto,
     weight: &dyn Fn(&str) -> Result<Weight>,
-    vector: &dyn Fn(Option<&String>, usize) -> Result<Vec<f32>>,
+    vector: &VectorLookup,
     consts: &HashMap<String, Array>,
 ) -> Result<Op> {
     let input = |i: usize| {
@@ -457,7 +489,8 @@ fn dims4(a: &Array) -> Result<[usize; 4]> {
     Ok([a.shape[0], a.shape[1], a.shape[2], a.shape[3]])
 }
 
-fn apply(op: &Op, x: &Array) -> Result<Array> {
+fn apply(op: &Op, mut x: Array) -> Result<Array> {
+    let x = &mut x;
     Ok(match op {
         Op::Conv {
             w,
@@ -465,10 +498,10 @@ fn apply(op: &Op, x: &Array) -> Result<Array> {
             stride,
             pads,
         } => conv(x, w, bias, *stride, *pads)?,
-        Op::Relu => Array {
-            shape: x.shape.clone(),
-            data: x.data.iter().map(|v| v.max(0.0)).collect(),
-        },
+        Op::Relu => {
+            x.data.par_iter_mut().for_each(|v| *v = v.max(0.0));
+            std::mem::take(x)
+        }
         Op::MaxPool {
             kernel,
             stride,
@@ -494,7 +527,7 @@ fn apply(op: &Op, x: &Array) -> Result<Array> {
             let n = x.shape.first().copied().unwrap_or(1);
             Array {
                 shape: vec![n, x.data.len() / n.max(1)],
-                data: x.data.clone(),
+                data: std::mem::take(&mut x.data),
             }
         }
         Op::Gemm { w, bias } => gemm(x, w, bias)?,
@@ -505,20 +538,16 @@ fn apply(op: &Op, x: &Array) -> Result<Array> {
                 "{} per-channel constants for {ch} channels",
                 c.len()
             );
-            let plane = h * wd;
-            let data = x
-                .data
-                .iter()
+            x.data
+                .par_chunks_mut((h * wd).max(1))
                 .enumerate()
-                .map(|(i, &v)| {
-                    let k = c[(i / plane) % ch];
-                    if *divide { v / k } else { v - k }
-                })
-                .collect();
-            Array {
-                shape: x.shape.clone(),
-                data,
-            }
+                .for_each(|(p, plane)| {
+                    let k = c[p % ch];
+                    plane
+                        .iter_mut()
+                        .for_each(|v| *v = if *divide { *v / k } else { *v - k });
+                });
+            std::mem::take(x)
         }
         Op::Add => unreachable!("Add has two operands"),
     })
@@ -543,9 +572,8 @@ fn out_len(input: usize, pad: usize, kernel: usize, stride: usize) -> Result<usi
 }
 
 /// Direct sparse convolution: each output plane starts from its bias, then every non-zero
-/// weight `w[co, ci, dy, dx]` adds `w` times the input plane `ci` shifted by `(dy, dx)`. The
-/// inner loop runs along an output row over a contiguous input row (stride 1), so it
-/// vectorises; the work is non-zeros x output pixels.
+/// weight `w[co, ci, dy, dx]` adds `w` times the input plane `ci` shifted by `(dy, dx)`; the
+/// work is non-zeros x output pixels.
 fn conv(
     x: &Array,
     w: &Weight,
@@ -558,9 +586,75 @@ fn conv(
     ensure!(ci == c, "conv of {c} channels with a weight for {ci}");
     let oh = out_len(h, pads[0] + pads[2], kh, stride[0])?;
     let ow = out_len(wd, pads[1] + pads[3], kw, stride[1])?;
-    let plane = oh * ow;
-    let mut out = vec![0f32; n * co * plane];
-    out.par_chunks_mut(plane).enumerate().for_each(|(p, o)| {
+    let mut out = vec![0f32; n * co * oh * ow];
+    if stride == [1, 1] {
+        conv_stride1(x, w, bias, pads, (oh, ow), &mut out);
+    } else {
+        conv_strided(x, w, bias, stride, pads, (oh, ow), &mut out);
+    }
+    Ok(Array {
+        shape: vec![n, co, oh, ow],
+        data: out,
+    })
+}
+
+/// Stride 1: the input is zero-padded once, so that a shift by `(dy, dx)` is one offset into
+/// the padded plane and every non-zero weight is one contiguous multiply-add over the whole
+/// plane (computed at the padded row width; the columns past the output's are dropped).
+fn conv_stride1(
+    x: &Array,
+    w: &Weight,
+    bias: &[f32],
+    pads: [usize; 4],
+    (oh, ow): (usize, usize),
+    out: &mut [f32],
+) {
+    let [n, c, h, wd] = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let [co, kh, kw] = [w.dims[0], w.dims[2], w.dims[3]];
+    let (hp, wp) = (h + pads[0] + pads[2], wd + pads[1] + pads[3]);
+    let mut padded = vec![0f32; n * c * hp * wp];
+    padded
+        .par_chunks_mut(hp * wp)
+        .zip(x.data.par_chunks(h * wd))
+        .for_each(|(dst, src)| {
+            for (y, row) in src.chunks(wd).enumerate() {
+                let start = (y + pads[0]) * wp + pads[1];
+                dst[start..start + wd].copy_from_slice(row);
+            }
+        });
+    let span = (oh - 1) * wp + ow;
+    out.par_chunks_mut(oh * ow).enumerate().for_each_init(
+        || vec![0f32; span],
+        |acc, (p, o)| {
+            let (img, oc) = (p / co, p % co);
+            acc.fill(bias[oc]);
+            for (col, v) in w.rows.row(oc) {
+                let (ic, dy, dx) = (col / (kh * kw), (col / kw) % kh, col % kw);
+                let src = &padded[(img * c + ic) * hp * wp + dy * wp + dx..][..span];
+                for (a, &b) in acc.iter_mut().zip(src) {
+                    *a += v * b;
+                }
+            }
+            for (y, row) in o.chunks_mut(ow).enumerate() {
+                row.copy_from_slice(&acc[y * wp..y * wp + ow]);
+            }
+        },
+    );
+}
+
+/// Any stride: per output row, the inner loop runs over the valid output columns.
+fn conv_strided(
+    x: &Array,
+    w: &Weight,
+    bias: &[f32],
+    stride: [usize; 2],
+    pads: [usize; 4],
+    (oh, ow): (usize, usize),
+    out: &mut [f32],
+) {
+    let [c, h, wd] = [x.shape[1], x.shape[2], x.shape[3]];
+    let [co, kh, kw] = [w.dims[0], w.dims[2], w.dims[3]];
+    out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, o)| {
         let (img, oc) = (p / co, p % co);
         o.fill(bias[oc]);
         for (col, v) in w.rows.row(oc) {
@@ -580,24 +674,13 @@ fn conv(
                     continue;
                 }
                 let row = &src[iy as usize * wd..][..wd];
-                let orow = &mut o[y * ow..][..ow];
                 let first = lo * stride[1] + dx - pads[1];
-                if stride[1] == 1 {
-                    for (a, &b) in orow[lo..hi].iter_mut().zip(&row[first..first + hi - lo]) {
-                        *a += v * b;
-                    }
-                } else {
-                    for (k, a) in orow[lo..hi].iter_mut().enumerate() {
-                        *a += v * row[first + k * stride[1]];
-                    }
+                for (k, a) in o[y * ow + lo..y * ow + hi].iter_mut().enumerate() {
+                    *a += v * row[first + k * stride[1]];
                 }
             }
         }
     });
-    Ok(Array {
-        shape: vec![n, co, oh, ow],
-        data: out,
-    })
 }
 
 fn max_pool(x: &Array, k: [usize; 2], s: [usize; 2], pads: [usize; 4]) -> Result<Array> {
@@ -605,6 +688,25 @@ fn max_pool(x: &Array, k: [usize; 2], s: [usize; 2], pads: [usize; 4]) -> Result
     let oh = out_len(h, pads[0] + pads[2], k[0], s[0])?;
     let ow = out_len(w, pads[1] + pads[3], k[1], s[1])?;
     let mut out = vec![f32::NEG_INFINITY; n * c * oh * ow];
+    if k == [2, 2] && s == [2, 2] && pads == [0; 4] {
+        // the common 2x2/2 pool, without bounds checks
+        out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, o)| {
+            let src = &x.data[p * h * w..][..h * w];
+            for (y, orow) in o.chunks_mut(ow).enumerate() {
+                let (r0, r1) = (&src[2 * y * w..][..w], &src[(2 * y + 1) * w..][..w]);
+                for (xo, v) in orow.iter_mut().enumerate() {
+                    *v = r0[2 * xo]
+                        .max(r0[2 * xo + 1])
+                        .max(r1[2 * xo])
+                        .max(r1[2 * xo + 1]);
+                }
+            }
+        });
+        return Ok(Array {
+            shape: vec![n, c, oh, ow],
+            data: out,
+        });
+    }
     out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, o)| {
         let src = &x.data[p * h * w..][..h * w];
         for y in 0..oh {

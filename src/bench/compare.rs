@@ -84,6 +84,8 @@ pub struct Comparison {
     pub stages: Vec<(String, BTreeMap<String, Series>)>,
     /// What each stage holds (batch sizes, what is included).
     pub notes: Vec<String>,
+    /// Teacher MACs over the structured-pruned teacher's.
+    pub mac_ratio: f64,
 }
 
 /// Runs the comparison; `work` is a scratch folder (created, and removed afterwards).
@@ -111,14 +113,16 @@ fn compare_in(
     let mut ours = FaithfulStages::new(cfg, opts, device, &work.join("stages"))?;
     let teacher_stem = work.join("teacher");
     let student_stem = work.join("student");
-    for (net, stem) in [
-        (&ours.teacher_eval, &teacher_stem),
-        (&ours.student_eval, &student_stem),
-    ] {
-        crate::export::export_torch_network(net, stem, None, None)?;
+    let mut extra = Vec::new();
+    for (name, net) in ours.inference_nets() {
+        let stem = work.join(name);
+        crate::export::export_torch_network(net, &stem, None, None)?;
         crate::export::export_onnx(net, &stem.with_extension("onnx"), None)?;
+        if name != "teacher" && name != "student" {
+            extra.push(format!("{name}={}", stem.display()));
+        }
     }
-    let mut python = PythonSide::start(opts, work, &teacher_stem, &student_stem)?;
+    let mut python = PythonSide::start(opts, work, &teacher_stem, &student_stem, &extra)?;
     let mut stages: Vec<(String, BTreeMap<String, Series>)> = Vec::new();
     let mut record = |framework: &str, stage: &str, ms: f64, peak: f64| {
         let pos = match stages.iter().position(|(s, _)| s == stage) {
@@ -141,6 +145,9 @@ fn compare_in(
         for (stage, ms, peak) in ours.round()? {
             record("faithful", &stage, ms, peak);
         }
+        for (stage, ms, peak) in ours.sparse_round()? {
+            record("faithful-sparse", &stage, ms, peak);
+        }
         eprintln!(
             "bench --compare: round {}/{} (python)",
             round + 1,
@@ -153,12 +160,29 @@ fn compare_in(
     let mut versions = python.versions.clone();
     python.quit();
     versions.insert("faithful".into(), env!("CARGO_PKG_VERSION").into());
+    let macs = |n: &Network| n.macs() as f64;
+    let mac_ratio = macs(&ours.teacher_eval) / macs(&ours.structured);
+    let density = ours.sparse.density();
+    let mut notes = notes(cfg, opts);
+    notes.push(format!(
+        "{PRUNED_NAME}: the teacher with {:.0}% of its conv weights zeroed (global magnitude); \
+         faithful's dense path is flex, `faithful sparse` is faithful's runtime \
+         (`faithful::runtime`, {:.1}% of all conv and linear weights non-zero), onnxruntime \
+         runs the dense ONNX file",
+        100.0 * PRUNED_FRACTION,
+        100.0 * density
+    ));
+    notes.push(format!(
+        "{STRUCTURED_NAME}: filter pruning at rate {} ({:.1}x fewer MACs than the teacher)",
+        cfg.structured.rate, mac_ratio
+    ));
     Ok(Comparison {
+        mac_ratio,
         machine: machine_description(),
         threads: rayon::current_num_threads(),
         versions,
         stages,
-        notes: notes(cfg, opts),
+        notes,
     })
 }
 
@@ -266,6 +290,18 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// Fraction of the teacher's conv weights the sparse-inference stages zero.
+const PRUNED_FRACTION: f64 = 0.97;
+/// Stage-name stem of the unstructured-pruned teacher.
+const PRUNED_NAME: &str = "teacher-97%-pruned";
+/// Stage-name stem of the structured-pruned teacher.
+const STRUCTURED_NAME: &str = "teacher-filter-pruned";
+
+/// The name of an inference stage (as the Python side names it).
+fn inference_stage(net: &str, images: usize) -> String {
+    format!("{net} inference, {images} images")
+}
+
 /// A network being trained step by step with its optimiser.
 struct Trainee {
     model: Option<Network>,
@@ -316,6 +352,12 @@ struct FaithfulStages<'a> {
     teacher_eval: Network,
     student_init: Network,
     student_eval: Network,
+    /// The teacher with 97% of its conv weights zeroed (magnitude, global), and its sparse
+    /// runtime.
+    pruned: Network,
+    sparse: crate::runtime::Runtime,
+    /// The teacher after structured filter pruning at the config's rate.
+    structured: Network,
     x: Tensor<4>,
     y: Tensor<2>,
     fx: Tensor<4>,
@@ -359,7 +401,19 @@ impl<'a> FaithfulStages<'a> {
         data_cfg.n_test = opts.eval_batch;
         let splits = synthetic::generate(&data_cfg)?;
         let norm = Normalization::of(&splits.train);
+        let pruned = crate::compression::unstructured::prune_to(
+            teacher_eval.clone(),
+            PRUNED_FRACTION,
+            crate::compression::unstructured::PruneScope::PerLayer,
+        )?;
+        let mut proto = crate::export::onnx::network_onnx_model(&pruned, None)?;
+        crate::export::onnx_sparse::sparsify(&mut proto, 1.0 / 3.0)?;
+        let sparse = crate::runtime::Runtime::from_model(&proto)?;
+        let structured = cfg.structured.make_student(&teacher_eval, device, 0)?;
         Ok(Self {
+            pruned,
+            sparse,
+            structured,
             cfg,
             opts,
             teacher: Trainee::new(teacher),
@@ -394,10 +448,7 @@ impl<'a> FaithfulStages<'a> {
         let (ms, mb) = timed(iters, || self.fixture.step(&fx, &fy, Some(&fmask)))?;
         out.push(("fixture Grad-CAM-loss step".into(), ms, mb));
         out.push(self.gradcam_maps()?);
-        for (name, net) in [
-            ("teacher", &self.teacher_eval),
-            ("student", &self.student_eval),
-        ] {
+        for (name, net) in self.inference_nets() {
             for n in [1, self.opts.batch] {
                 let x = self.x_plain.clone().narrow(0, 0, n);
                 let (ms, mb) = timed(4 * iters, || {
@@ -405,10 +456,41 @@ impl<'a> FaithfulStages<'a> {
                     logits.into_data();
                     Ok(())
                 })?;
-                out.push((format!("{name} inference, {n} images"), ms, mb));
+                out.push((inference_stage(name, n), ms, mb));
             }
         }
         Ok(out)
+    }
+
+    /// The sparse runtime on the pruned teacher: (stage, ms, peak MB) under the framework
+    /// `faithful sparse`.
+    fn sparse_round(&self) -> Result<Vec<(String, f64, f64)>> {
+        let mut out = Vec::new();
+        for n in [1, self.opts.batch] {
+            let x: Vec<f32> = self
+                .x_plain
+                .clone()
+                .narrow(0, 0, n)
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let (ms, mb) = timed(4 * self.opts.iters, || {
+                self.sparse.run(&x, n)?;
+                Ok(())
+            })?;
+            out.push((inference_stage(PRUNED_NAME, n), ms, mb));
+        }
+        Ok(out)
+    }
+
+    /// The networks timed at inference, by stage name.
+    fn inference_nets(&self) -> Vec<(&'static str, &Network)> {
+        vec![
+            ("teacher", &self.teacher_eval),
+            ("student", &self.student_eval),
+            (PRUNED_NAME, &self.pruned),
+            (STRUCTURED_NAME, &self.structured),
+        ]
     }
 
     /// Per-step milliseconds of faithful's fine-tuning loop for the student with each of the
@@ -504,7 +586,13 @@ struct PythonSide {
 }
 
 impl PythonSide {
-    fn start(opts: &CompareOptions, work: &Path, teacher: &Path, student: &Path) -> Result<Self> {
+    fn start(
+        opts: &CompareOptions,
+        work: &Path,
+        teacher: &Path,
+        student: &Path,
+        extra: &[String],
+    ) -> Result<Self> {
         for (name, text) in SCRIPTS {
             crate::util::write_atomic(&work.join(name), text.as_bytes())?;
         }
@@ -523,6 +611,7 @@ impl PythonSide {
             .args(["--batch", &opts.batch.to_string()])
             .args(["--eval-batch", &opts.eval_batch.to_string()])
             .args(["--iters", &opts.iters.to_string()])
+            .args(extra.iter().flat_map(|e| ["--extra", e.as_str()]))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -608,24 +697,26 @@ impl Comparison {
                 .join(", ")
         );
         s.push_str(
-            "| stage | faithful ms | PyTorch ms | onnxruntime ms | faithful / PyTorch | \
-             faithful / onnxruntime | peak MB faithful / PyTorch |\n|---|---:|---:|---:|---:|---:|---:|\n",
+            "| stage | faithful ms | faithful sparse ms | PyTorch ms | onnxruntime ms | \
+             faithful / PyTorch | faithful / onnxruntime | peak MB faithful / PyTorch |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for (stage, by) in &self.stages {
             let cell = |f: &str| by.get(f).map_or("–".to_string(), spread);
-            let med = |f: &str| by.get(f).map(|x| median(&mut x.ms.clone()));
-            let ratio = |f: &str| match (med("faithful"), med(f)) {
-                (Some(a), Some(b)) => format!("{:.2}×", a / b),
-                _ => "–".into(),
-            };
+            let ratio =
+                |f: &str| match (self.median_ms(stage, "faithful"), self.median_ms(stage, f)) {
+                    (Some(a), Some(b)) => format!("{:.2}×", a / b),
+                    _ => "–".into(),
+                };
             let peak = |f: &str| {
                 by.get(f).map_or("–".into(), |x| {
                     format!("{:.0}", median(&mut x.peak_mb.clone()))
                 })
             };
             s.push_str(&format!(
-                "| {stage} | {} | {} | {} | {} | {} | {} / {} |\n",
+                "| {stage} | {} | {} | {} | {} | {} | {} | {} / {} |\n",
                 cell("faithful"),
+                cell("faithful-sparse"),
                 cell("pytorch"),
                 cell("onnxruntime"),
                 ratio("pytorch"),
@@ -635,10 +726,51 @@ impl Comparison {
             ));
         }
         s.push('\n');
+        for line in self.pruning_summary() {
+            s.push_str(&format!("- {line}\n"));
+        }
         for n in &self.notes {
             s.push_str(&format!("- {n}\n"));
         }
         s
+    }
+
+    /// The median milliseconds of `stage` under `framework`, when measured.
+    pub fn median_ms(&self, stage: &str, framework: &str) -> Option<f64> {
+        let (_, by) = self.stages.iter().find(|(s, _)| s == stage)?;
+        by.get(framework).map(|x| median(&mut x.ms.clone()))
+    }
+
+    /// Whether pruning pays at inference: the sparse runtime's speed-up over flex's dense
+    /// forward of the same pruned network, and the filter-pruned network's batch throughput
+    /// gain against its MAC ratio.
+    pub fn pruning_summary(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (stage, _) in &self.stages {
+            if stage.starts_with(PRUNED_NAME) {
+                let dense = self.median_ms(stage, "faithful");
+                let sparse = self.median_ms(stage, "faithful-sparse");
+                if let (Some(d), Some(sp)) = (dense, sparse) {
+                    out.push(format!(
+                        "{stage}: the sparse runtime is {:.1}× faster than the dense forward",
+                        d / sp
+                    ));
+                }
+            }
+            if let Some(rest) = stage.strip_prefix(STRUCTURED_NAME) {
+                let teacher = self.median_ms(&format!("teacher{rest}"), "faithful");
+                if let (Some(t), Some(p)) = (teacher, self.median_ms(stage, "faithful")) {
+                    out.push(format!(
+                        "{stage}: {:.1}× the teacher's throughput for {:.1}× fewer MACs \
+                         ({:.0}% of the MAC ratio)",
+                        t / p,
+                        self.mac_ratio,
+                        100.0 * (t / p) / self.mac_ratio
+                    ));
+                }
+            }
+        }
+        out
     }
 }
 

@@ -19,6 +19,26 @@ pub struct SparseSummary {
     pub elements: usize,
     /// Their non-zero elements.
     pub nonzero: usize,
+    /// Weight tensors (rank >= 2) left dense.
+    pub dense_tensors: usize,
+}
+
+/// Writes `model` as ONNX at `out` (atomically) with every weight tensor at most 1/3 non-zero
+/// stored sparse; returns what moved and the file sizes dense and sparse, in bytes.
+pub fn export_onnx_sparse(
+    model: &crate::models::Network,
+    out: &std::path::Path,
+    normalization: Option<([f32; 3], [f32; 3])>,
+) -> Result<(SparseSummary, usize, usize)> {
+    use anyhow::Context;
+    use prost::Message;
+    let mut proto = super::onnx::network_onnx_model(model, normalization)
+        .with_context(|| format!("cannot export {}", out.display()))?;
+    let dense = proto.encoded_len();
+    let summary = sparsify(&mut proto, 1.0 / 3.0)?;
+    let bytes = proto.encode_to_vec();
+    crate::util::write_atomic(out, &bytes)?;
+    Ok((summary, dense, bytes.len()))
 }
 
 /// Moves every float initializer of rank ≥ 2 whose fraction of non-zeros is at most
@@ -49,6 +69,7 @@ pub fn sparsify(model: &mut ModelProto, max_density: f64) -> Result<SparseSummar
             .filter(|(_, v)| *v != 0.0)
             .collect();
         if nonzero.len() as f64 > max_density * values.len() as f64 {
+            summary.dense_tensors += 1;
             dense.push(t);
             continue;
         }
@@ -99,8 +120,21 @@ pub fn float_values(t: &TensorProto) -> Result<Vec<f32>> {
         .collect())
 }
 
-/// A sparse tensor as (dims, ascending linear indices, values), checked.
-pub fn sparse_parts(s: &SparseTensorProto) -> Result<(String, Vec<usize>, Vec<usize>, Vec<f32>)> {
+/// A sparse tensor read back: its name, dense extents, ascending row-major positions of its
+/// non-zeros and their values.
+pub struct SparseParts {
+    /// The tensor's name.
+    pub name: String,
+    /// Dense extents.
+    pub dims: Vec<usize>,
+    /// Ascending linear positions.
+    pub positions: Vec<usize>,
+    /// The values at those positions.
+    pub values: Vec<f32>,
+}
+
+/// A sparse tensor's parts, checked (positions in range and ascending).
+pub fn sparse_parts(s: &SparseTensorProto) -> Result<SparseParts> {
     let (Some(values), Some(indices)) = (&s.values, &s.indices) else {
         bail!("a sparse initializer lacks its values or indices");
     };
@@ -127,5 +161,10 @@ pub fn sparse_parts(s: &SparseTensorProto) -> Result<(String, Vec<usize>, Vec<us
         );
         idx.push(i as usize);
     }
-    Ok((name, dims, idx, vals))
+    Ok(SparseParts {
+        name,
+        dims,
+        positions: idx,
+        values: vals,
+    })
 }
