@@ -24,6 +24,10 @@ Usage: bench_compare.py --teacher STEM --student STEM --onnx-teacher F --onnx-st
 import argparse
 import json
 import os
+
+# PyTorch's OpenMP workers must sleep, not spin, between this script's rounds (faithful's round
+# runs on the same cores meanwhile); set before torch is imported
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import statistics
 import sys
 import time
@@ -118,6 +122,8 @@ class Stages:
         o.intra_op_num_threads = self.a.threads
         o.inter_op_num_threads = 1
         o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # idle worker threads must not spin while faithful's round runs on the same cores
+        o.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
 
     def step(self, model, loss_fn):
@@ -186,7 +192,7 @@ class Stages:
             for n in (1, a.batch):
                 x = self.x[:1] if n == 1 else self.x
                 xn = x.numpy()
-                stage = f"{net} inference, {n} images"
+                stage = f"{net} inference, {n} image{'' if n == 1 else 's'}"
                 with torch.no_grad():
                     out["pytorch"][stage] = timed(lambda: model(x), 4 * a.iters)
                 sess = self.ort[net]

@@ -146,7 +146,7 @@ fn compare_in(
             record("faithful", &stage, ms, peak);
         }
         for (stage, ms, peak) in ours.sparse_round()? {
-            record("faithful-sparse", &stage, ms, peak);
+            record(RUNTIME, &stage, ms, peak);
         }
         eprintln!(
             "bench --compare: round {}/{} (python)",
@@ -162,13 +162,14 @@ fn compare_in(
     versions.insert("faithful".into(), env!("CARGO_PKG_VERSION").into());
     let macs = |n: &Network| n.macs() as f64;
     let mac_ratio = macs(&ours.teacher_eval) / macs(&ours.structured);
-    let density = ours.sparse.density();
+    let density = ours.runtimes[2].1.density();
     let mut notes = notes(cfg, opts);
     notes.push(format!(
         "{PRUNED_NAME}: the teacher with {:.0}% of its conv weights zeroed (global magnitude); \
-         faithful's dense path is flex, `faithful sparse` is faithful's runtime \
-         (`faithful::runtime`, {:.1}% of all conv and linear weights non-zero), onnxruntime \
-         runs the dense ONNX file",
+         `faithful` is flex's dense forward, `faithful runtime` is faithful's sparse runtime \
+         (`faithful::runtime`, on the sparse ONNX file: {:.1}% of all conv and linear weights \
+         non-zero), onnxruntime runs the dense ONNX file. The runtime also runs the other \
+         networks (their weights dense, held the same way)",
         100.0 * PRUNED_FRACTION,
         100.0 * density
     ));
@@ -290,6 +291,8 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// The framework name of faithful's own runtime in the results.
+const RUNTIME: &str = "faithful-runtime";
 /// Fraction of the teacher's conv weights the sparse-inference stages zero.
 const PRUNED_FRACTION: f64 = 0.97;
 /// Stage-name stem of the unstructured-pruned teacher.
@@ -299,7 +302,8 @@ const STRUCTURED_NAME: &str = "teacher-filter-pruned";
 
 /// The name of an inference stage (as the Python side names it).
 fn inference_stage(net: &str, images: usize) -> String {
-    format!("{net} inference, {images} images")
+    let plural = if images == 1 { "" } else { "s" };
+    format!("{net} inference, {images} image{plural}")
 }
 
 /// A network being trained step by step with its optimiser.
@@ -352,10 +356,10 @@ struct FaithfulStages<'a> {
     teacher_eval: Network,
     student_init: Network,
     student_eval: Network,
-    /// The teacher with 97% of its conv weights zeroed (magnitude, global), and its sparse
-    /// runtime.
+    /// The teacher with 97% of the weights of every conv layer zeroed (magnitude).
     pruned: Network,
-    sparse: crate::runtime::Runtime,
+    /// faithful's runtime for each inference network (`inference_nets` order).
+    runtimes: Vec<(&'static str, crate::runtime::Runtime)>,
     /// The teacher after structured filter pruning at the config's rate.
     structured: Network,
     x: Tensor<4>,
@@ -406,13 +410,21 @@ impl<'a> FaithfulStages<'a> {
             PRUNED_FRACTION,
             crate::compression::unstructured::PruneScope::PerLayer,
         )?;
-        let mut proto = crate::export::onnx::network_onnx_model(&pruned, None)?;
-        crate::export::onnx_sparse::sparsify(&mut proto, 1.0 / 3.0)?;
-        let sparse = crate::runtime::Runtime::from_model(&proto)?;
         let structured = cfg.structured.make_student(&teacher_eval, device, 0)?;
+        let mut runtimes = Vec::new();
+        for (name, net) in [
+            ("teacher", &teacher_eval),
+            ("student", &student_eval),
+            (PRUNED_NAME, &pruned),
+            (STRUCTURED_NAME, &structured),
+        ] {
+            let mut proto = crate::export::onnx::network_onnx_model(net, None)?;
+            crate::export::onnx_sparse::sparsify(&mut proto, 1.0 / 3.0)?;
+            runtimes.push((name, crate::runtime::Runtime::from_model(&proto)?));
+        }
         Ok(Self {
             pruned,
-            sparse,
+            runtimes,
             structured,
             cfg,
             opts,
@@ -462,11 +474,14 @@ impl<'a> FaithfulStages<'a> {
         Ok(out)
     }
 
-    /// The sparse runtime on the pruned teacher: (stage, ms, peak MB) under the framework
-    /// `faithful sparse`.
+    /// faithful's runtime on every inference network: (stage, ms, peak MB).
     fn sparse_round(&self) -> Result<Vec<(String, f64, f64)>> {
         let mut out = Vec::new();
-        for n in [1, self.opts.batch] {
+        for ((name, runtime), n) in self
+            .runtimes
+            .iter()
+            .flat_map(|r| [(r, 1), (r, self.opts.batch)])
+        {
             let x: Vec<f32> = self
                 .x_plain
                 .clone()
@@ -475,10 +490,10 @@ impl<'a> FaithfulStages<'a> {
                 .try_to_vec::<f32>()
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let (ms, mb) = timed(4 * self.opts.iters, || {
-                self.sparse.run(&x, n)?;
+                runtime.run(&x, n)?;
                 Ok(())
             })?;
-            out.push((inference_stage(PRUNED_NAME, n), ms, mb));
+            out.push((inference_stage(name, n), ms, mb));
         }
         Ok(out)
     }
@@ -697,7 +712,7 @@ impl Comparison {
                 .join(", ")
         );
         s.push_str(
-            "| stage | faithful ms | faithful sparse ms | PyTorch ms | onnxruntime ms | \
+            "| stage | faithful ms | faithful runtime ms | PyTorch ms | onnxruntime ms | \
              faithful / PyTorch | faithful / onnxruntime | peak MB faithful / PyTorch |\n\
              |---|---:|---:|---:|---:|---:|---:|---:|\n",
         );
@@ -716,7 +731,7 @@ impl Comparison {
             s.push_str(&format!(
                 "| {stage} | {} | {} | {} | {} | {} | {} | {} / {} |\n",
                 cell("faithful"),
-                cell("faithful-sparse"),
+                cell(RUNTIME),
                 cell("pytorch"),
                 cell("onnxruntime"),
                 ratio("pytorch"),
@@ -749,24 +764,27 @@ impl Comparison {
         for (stage, _) in &self.stages {
             if stage.starts_with(PRUNED_NAME) {
                 let dense = self.median_ms(stage, "faithful");
-                let sparse = self.median_ms(stage, "faithful-sparse");
+                let sparse = self.median_ms(stage, RUNTIME);
                 if let (Some(d), Some(sp)) = (dense, sparse) {
                     out.push(format!(
-                        "{stage}: the sparse runtime is {:.1}× faster than the dense forward",
+                        "{stage}: the sparse runtime is {:.1}× faster than flex's dense forward",
                         d / sp
                     ));
                 }
             }
             if let Some(rest) = stage.strip_prefix(STRUCTURED_NAME) {
-                let teacher = self.median_ms(&format!("teacher{rest}"), "faithful");
-                if let (Some(t), Some(p)) = (teacher, self.median_ms(stage, "faithful")) {
-                    out.push(format!(
-                        "{stage}: {:.1}× the teacher's throughput for {:.1}× fewer MACs \
-                         ({:.0}% of the MAC ratio)",
-                        t / p,
-                        self.mac_ratio,
-                        100.0 * (t / p) / self.mac_ratio
-                    ));
+                let teacher_stage = format!("teacher{rest}");
+                for (engine, label) in [("faithful", "flex"), (RUNTIME, "faithful runtime")] {
+                    let teacher = self.median_ms(&teacher_stage, engine);
+                    if let (Some(t), Some(p)) = (teacher, self.median_ms(stage, engine)) {
+                        out.push(format!(
+                            "{stage} ({label}): {:.1}× the teacher's throughput for {:.1}× \
+                             fewer MACs ({:.0}% of the MAC ratio)",
+                            t / p,
+                            self.mac_ratio,
+                            100.0 * (t / p) / self.mac_ratio
+                        ));
+                    }
                 }
             }
         }
