@@ -422,8 +422,13 @@ fn parse_node(
                 attr_int(node, "ceil_mode", 0) == 0,
                 "ceil_mode is not supported"
             );
+            let kernel = attr_pair(node, "kernel_shape", 0)?;
+            ensure!(
+                kernel[0] > 0 && kernel[1] > 0,
+                "MaxPool without kernel_shape"
+            );
             Op::MaxPool {
-                kernel: attr_pair(node, "kernel_shape", 0)?,
+                kernel,
                 stride: attr_pair(node, "strides", 1)?,
                 pads: attr_pads(node)?,
             }

@@ -228,6 +228,39 @@ fn onnxruntime_reads_the_sparse_file_as_the_dense_network() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn sparse_export_writes_a_smaller_file_the_runtime_reads_as_the_network() {
+    let dev = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let arch = Arch::tiny_examples(4, 32).remove(0);
+    let net = prune_to(arch.init(&dev, 2).unwrap(), 0.97, PruneScope::PerLayer).unwrap();
+    let path = dir.path().join("pruned.onnx");
+    let (summary, dense, written) =
+        faithful::export::onnx_sparse::export_onnx_sparse(&net, &path, Some(NORM)).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, written);
+    assert!(written < dense, "{written} vs {dense}");
+    assert!(
+        summary.tensors > 0 && summary.nonzero * 10 < summary.elements,
+        "{summary:?}"
+    );
+    let x = seeded_random([2, 3, 32, 32], Distribution::Uniform(0.0, 1.0), &dev, 9);
+    let got = Runtime::load(&path)
+        .unwrap()
+        .run(&values(x.clone()), 2)
+        .unwrap();
+    let want = flex_logits(&net, &x);
+    let diff = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff <= 1e-4 * max_abs(&want).max(1e-3), "{diff}");
+    // a truncated file is an error naming it
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = format!("{:#}", Runtime::load(&path).unwrap_err());
+    assert!(err.contains("pruned.onnx"), "{err}");
+}
+
 fn write_f32(path: &Path, v: &[f32]) {
     std::fs::write(
         path,
