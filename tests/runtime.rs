@@ -100,42 +100,17 @@ fn one_weight_shifts_the_input_plane_by_hand() {
     // a 1-channel 3x3 conv whose only non-zero weight, 2.0, sits at (dy, dx) = (0, 2), pad 1:
     // out[y][x] = 2 * in[y - 1][x + 1] (zero outside). Input 3x3 = 1..9.
     use faithful::export::onnx::*;
-    let tensor = |name: &str, dims: Vec<i64>, v: Vec<f32>| TensorProto {
-        dims,
-        data_type: DATA_TYPE_FLOAT,
-        name: name.into(),
-        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    };
     let mut w = vec![0f32; 9];
     w[2] = 2.0;
-    let info = |name: &str, dims: &[i64]| ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TypeProtoTensor {
-                elem_type: DATA_TYPE_FLOAT,
-                shape: Some(TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(DimensionValue::DimValue(d)),
-                        })
-                        .collect(),
-                }),
-            }),
-        }),
+    let fixed = |dims: &[i64]| -> Vec<DimensionValue> {
+        dims.iter().map(|&d| DimensionValue::DimValue(d)).collect()
     };
     let conv = NodeProto {
         input: vec!["input".into(), "w".into()],
         output: vec!["y".into()],
         name: "conv".into(),
         op_type: "Conv".into(),
-        attribute: vec![AttributeProto {
-            name: "pads".into(),
-            r#type: ATTR_INTS,
-            f: None,
-            i: None,
-            ints: vec![1, 1, 1, 1],
-        }],
+        attribute: vec![attr_ints("pads", &[1, 1, 1, 1])],
         domain: String::new(),
     };
     let flat = NodeProto {
@@ -151,9 +126,9 @@ fn one_weight_shifts_the_input_plane_by_hand() {
         graph: Some(GraphProto {
             node: vec![conv, flat],
             name: "g".into(),
-            initializer: vec![tensor("w", vec![1, 1, 3, 3], w)],
-            input: vec![info("input", &[1, 1, 3, 3])],
-            output: vec![info("logits", &[1, 9])],
+            initializer: vec![float_tensor("w", &[1, 1, 3, 3], &w)],
+            input: vec![value_info("input", &fixed(&[1, 1, 3, 3]))],
+            output: vec![value_info("logits", &fixed(&[1, 9]))],
             ..Default::default()
         }),
         ..Default::default()

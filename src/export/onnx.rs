@@ -227,7 +227,8 @@ pub enum DimensionValue {
     DimParam(String),
 }
 
-pub(crate) fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+/// An int-list attribute.
+pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: ATTR_INTS,
@@ -254,7 +255,8 @@ pub(crate) fn attr_float(name: &str, v: f32) -> AttributeProto {
     }
 }
 
-fn float_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
+/// A float initializer with its values as raw little-endian bytes.
+pub fn float_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
     TensorProto {
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: DATA_TYPE_FLOAT,
@@ -263,7 +265,8 @@ fn float_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
     }
 }
 
-fn value_info(name: &str, dims: &[DimensionValue]) -> ValueInfoProto {
+/// A float graph input or output of the given dimensions.
+pub fn value_info(name: &str, dims: &[DimensionValue]) -> ValueInfoProto {
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
