@@ -240,17 +240,16 @@ pub fn fine_tune_lockstep(
                 t_logits: &t_logits,
                 t_vals: &t_vals,
             };
-            let ramp = beta_ramp(
-                states
-                    .first()
-                    .map_or(0.0, |s| s.spec.matching.warmup_epochs),
-                epoch * steps_per_epoch + step,
-                steps_per_epoch,
-            );
             for (st, rng) in states.iter_mut().zip(rngs.iter_mut()) {
                 if st.done > epoch {
                     continue;
                 }
+                // each student ramps its own beta (lockstep students may differ in matching)
+                let ramp = beta_ramp(
+                    st.spec.matching.warmup_epochs,
+                    epoch * steps_per_epoch + step,
+                    steps_per_epoch,
+                );
                 student_step(st, teacher, &batch, k, lr, ramp, rng, (epoch, step))?;
             }
             bar.inc(1);
