@@ -344,3 +344,46 @@ fn every_family_exports_to_onnx_and_pytorch() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kd.student_dropout` sets the student's head dropout and nothing else, for every family: the
+/// student is the teacher's layout made thinner, and with dropout 0 no head mask is drawn in
+/// training (the training forward is the evaluation forward).
+#[test]
+fn kd_students_take_their_own_head_dropout_in_every_family() {
+    use faithful::training::draw_dropout;
+    use rand::SeedableRng;
+    let device = Device::flex();
+    for arch in Arch::tiny_examples(3, 16) {
+        let teacher = arch.with_dropout(0.5).init(&device, 0).unwrap();
+        assert_eq!(teacher.arch().dropout(), 0.5, "{}", arch.family());
+        for p in [0.0, 0.25] {
+            let kd = Distillation {
+                width_divisor: 2,
+                student_dropout: p,
+                ..Distillation::default()
+            };
+            let student = kd.make_student(&teacher, &device, 1).unwrap();
+            assert_eq!(student.arch().dropout(), p, "{}", arch.family());
+            assert_eq!(
+                student.arch(),
+                teacher.arch().thinner(2).with_dropout(p),
+                "{}",
+                arch.family()
+            );
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+            let drop = draw_dropout(&student, 2, &mut rng, &device);
+            assert_eq!(
+                drop.masks.iter().all(|m| m.is_none()),
+                p == 0.0,
+                "{}: masks drawn at dropout {p}",
+                arch.family()
+            );
+        }
+    }
+    let bad = Distillation {
+        student_dropout: 1.0,
+        ..Distillation::default()
+    };
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("kd.student_dropout"), "{err}");
+}

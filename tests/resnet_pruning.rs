@@ -550,7 +550,10 @@ fn thinner_divides_explicit_widths() {
     }
     .make_student(&teacher, &device, 1)
     .unwrap();
-    assert_eq!(student.arch(), Arch::ResNet(thin));
+    assert_eq!(
+        student.arch(),
+        Arch::ResNet(thin).with_dropout(Distillation::default().student_dropout)
+    );
     assert!(student.params() < teacher.params());
 }
 

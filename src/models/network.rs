@@ -54,6 +54,8 @@ pub trait FamilyArch: Clone + Serialize + for<'de> Deserialize<'de> {
     fn attribution_shape(&self) -> Result<(usize, usize)>;
     /// Dropout probability before each head layer in training.
     fn dropout(&self) -> f64;
+    /// The same architecture with head dropout `p`.
+    fn with_dropout(&self, p: f64) -> Self;
     /// Every tensor the network holds, named as burn saves it, with its shape.
     fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>>;
     /// A short description for messages (layout, widths, classes).
@@ -310,6 +312,11 @@ impl Arch {
         on_arch!(self, a => a.dropout())
     }
 
+    /// The same architecture with head dropout `p`.
+    pub fn with_dropout(&self, p: f64) -> Self {
+        on_arch!(self, a => a.with_dropout(p).into())
+    }
+
     /// Every tensor the network holds, as burn names it in a saved file, with its shape.
     pub fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>> {
         on_arch!(self, a => a.expected_tensors())
@@ -417,6 +424,12 @@ macro_rules! common_arch_fields {
         }
         fn dropout(&self) -> f64 {
             self.dropout
+        }
+        fn with_dropout(&self, p: f64) -> Self {
+            Self {
+                dropout: p,
+                ..self.clone()
+            }
         }
     };
 }

@@ -643,6 +643,12 @@ impl FamilyArch for QuantArch {
     fn dropout(&self) -> f64 {
         self.base.dropout()
     }
+    fn with_dropout(&self, p: f64) -> Self {
+        QuantArch {
+            base: Box::new(self.base.with_dropout(p)),
+            spec: self.spec.clone(),
+        }
+    }
     fn expected_tensors(&self) -> Result<Vec<(String, Vec<usize>)>> {
         let net = self.init(&Device::flex(), 0)?;
         let mut out = Vec::new();
