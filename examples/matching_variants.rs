@@ -13,10 +13,12 @@
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
+use faithful::compression::Compression;
+use faithful::compression::kd::Distillation;
 use faithful::config::ExperimentConfig;
 use faithful::evaluation::{self, EvalConfig, PairSet};
 use faithful::matching::{self, BetaScale, MatchConfig};
-use faithful::models::{Arch, load_model};
+use faithful::models::load_model;
 use faithful::training::{FineTuneSpec, StudentRun, fine_tune_lockstep};
 use faithful::util::derive_seed;
 use std::path::PathBuf;
@@ -68,16 +70,6 @@ fn parse_variant(text: &str, base: &MatchConfig) -> Result<Variant> {
     })
 }
 
-/// `arch` with another head dropout (through its serialized form, which every family shares).
-fn with_dropout(arch: &Arch, p: f64) -> Result<Arch> {
-    let mut value = serde_json::to_value(arch)?;
-    let field = value
-        .get_mut("dropout")
-        .context("this architecture has no head dropout")?;
-    *field = serde_json::json!(p);
-    Ok(serde_json::from_value(value)?)
-}
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 4 {
@@ -115,8 +107,11 @@ fn main() -> Result<()> {
     for (i, v) in variants.iter().enumerate() {
         let student = match v.dropout {
             None => stage.compression.make_student(&teacher, &ad, init_seed)?,
-            Some(p) => with_dropout(&teacher.arch().thinner(cfg.kd.width_divisor), p)?
-                .init(&ad, init_seed)?,
+            Some(p) => Distillation {
+                student_dropout: Some(p),
+                ..cfg.kd.clone()
+            }
+            .make_student(&teacher, &ad, init_seed)?,
         };
         runs.push(StudentRun {
             model: student,

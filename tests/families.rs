@@ -346,8 +346,8 @@ fn every_family_exports_to_onnx_and_pytorch() {
 }
 
 /// `kd.student_dropout` sets the student's head dropout and nothing else, for every family: the
-/// student is the teacher's layout made thinner, and with dropout 0 no head mask is drawn in
-/// training (the training forward is the evaluation forward).
+/// student is the teacher's layout made thinner (with the teacher's dropout when the setting is
+/// absent), and with dropout 0 no head mask is drawn in training.
 #[test]
 fn kd_students_take_their_own_head_dropout_in_every_family() {
     use faithful::training::draw_dropout;
@@ -356,10 +356,17 @@ fn kd_students_take_their_own_head_dropout_in_every_family() {
     for arch in Arch::tiny_examples(3, 16) {
         let teacher = arch.with_dropout(0.5).init(&device, 0).unwrap();
         assert_eq!(teacher.arch().dropout(), 0.5, "{}", arch.family());
+        let default_student = Distillation {
+            width_divisor: 2,
+            ..Distillation::default()
+        }
+        .make_student(&teacher, &device, 1)
+        .unwrap();
+        assert_eq!(default_student.arch(), teacher.arch().thinner(2));
         for p in [0.0, 0.25] {
             let kd = Distillation {
                 width_divisor: 2,
-                student_dropout: p,
+                student_dropout: Some(p),
                 ..Distillation::default()
             };
             let student = kd.make_student(&teacher, &device, 1).unwrap();
@@ -381,7 +388,7 @@ fn kd_students_take_their_own_head_dropout_in_every_family() {
         }
     }
     let bad = Distillation {
-        student_dropout: 1.0,
+        student_dropout: Some(1.0),
         ..Distillation::default()
     };
     let err = bad.validate().unwrap_err().to_string();
