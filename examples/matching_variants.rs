@@ -18,7 +18,7 @@ use faithful::compression::kd::Distillation;
 use faithful::config::ExperimentConfig;
 use faithful::evaluation::{self, EvalConfig, PairSet};
 use faithful::matching::{self, BetaScale, MatchConfig};
-use faithful::models::load_model;
+use faithful::models::{Network, load_model};
 use faithful::training::{FineTuneSpec, StudentRun, fine_tune_lockstep};
 use faithful::util::derive_seed;
 use std::path::PathBuf;
@@ -135,14 +135,29 @@ fn main() -> Result<()> {
     let method = faithful::attribution::by_name(&cfg.eval.attributions[0])?;
     let reference =
         evaluation::reference_maps(&teacher, method, &splits.test, &norm, eval_cfg.batch_size)?;
-    let teacher_eval = evaluation::evaluate(
+    // the teacher's own maps are the reference maps: score them without computing them again
+    let teacher_maps: Vec<Vec<f32>> = evaluation::ground_truth_pairs(&splits.test)
+        .iter()
+        .map(|pair| reference[pair].clone())
+        .collect();
+    let teacher_eval = evaluation::evaluate_maps(
         &teacher,
         &splits.test,
         &norm,
-        method,
+        &teacher_maps,
         Some(&reference),
         &eval_cfg,
     )?;
+    let evaluate_student = |model: &Network| {
+        evaluation::evaluate(
+            model,
+            &splits.test,
+            &norm,
+            method,
+            Some(&reference),
+            &eval_cfg,
+        )
+    };
     println!(
         "seed\tvariant\tmAP\tF1\tAUC_pred\tpoint_pred\tpairs_pred\tAUC_present\tpoint_present\tcos"
     );
@@ -155,15 +170,7 @@ fn main() -> Result<()> {
     };
     row("teacher", &teacher_eval);
     for ((model, _), v) in tuned.into_iter().zip(&variants) {
-        let e = evaluation::evaluate(
-            &model.valid(),
-            &splits.test,
-            &norm,
-            method,
-            Some(&reference),
-            &eval_cfg,
-        )?;
-        row(&v.label, &e);
+        row(&v.label, &evaluate_student(&model.valid())?);
     }
     Ok(())
 }
