@@ -7,7 +7,7 @@ use crate::compression::structured::FilterPruning;
 use crate::compression::unstructured::MagnitudePruning;
 use crate::data::Dataset;
 use crate::data::source::DatasetSource;
-use crate::data::synthetic::SyntheticConfig;
+use crate::data::synthetic::{SyntheticConfig, TeacherCues};
 use crate::evaluation::EvalConfig;
 use crate::matching;
 use crate::models::{Arch, VggArch};
@@ -175,9 +175,12 @@ impl ExperimentConfig {
         ExperimentConfig {
             seeds: vec![0],
             regularizers: matching::PAPER.iter().map(|s| s.to_string()).collect(),
-            // Cues half as likely as the object and decoys in 30% of images: a cue-only
-            // classifier is clearly worse than an object classifier, so a well-trained teacher
-            // looks at objects while a weak network still gains from the shortcut.
+            // The teacher trains on the training images without their context cues, so it
+            // looks at objects; the students are distilled on the cue-rich images (the
+            // dataset's cue rates, 0.8 and 0.15), where a /8 network learns the shortcut unless
+            // attribution matching holds it to the teacher's maps. With one teacher on cue-rich
+            // data the claims depended on how far each seed's teacher leaned on cues (README,
+            // "The demo").
             dataset: DatasetSource::Synthetic,
             input_norm: InputNorm::Dataset,
             // 2000 test images: the claims compare point accuracies a few points apart, over the
@@ -185,9 +188,8 @@ impl ExperimentConfig {
             // (README, "The demo"). The test split is not part of any stage key, so this only
             // costs evaluation time.
             data: SyntheticConfig {
-                cue_prob: 0.5,
-                false_cue_prob: 0.3,
                 n_test: 2000,
+                teacher_cues: TeacherCues::None,
                 ..SyntheticConfig::default()
             },
             teacher: TeacherConfig {
@@ -275,6 +277,7 @@ impl ExperimentConfig {
     pub fn from_toml(text: &str) -> Result<Self> {
         let mut given: toml::Table = toml::from_str(text)?;
         legacy_attribution_key(&mut given)?;
+        legacy_teacher_cues(&mut given);
         let mut merged = toml::Table::try_from(Self::demo())?;
         merge(&mut merged, given);
         Ok(toml::Value::Table(merged).try_into()?)
@@ -406,9 +409,21 @@ fn first_duplicate<T: PartialEq + std::fmt::Display>(items: &[T]) -> Option<&T> 
         .map(|(_, x)| x)
 }
 
-/// Deep-merges `over` into `base`: tables merge key by key, anything else is replaced. A table
-/// that names another network `family` than the base's replaces it whole: a ResNet does not
-/// inherit the default VGG's settings.
+/// A `[data]` table that sets its own cue rates but not `teacher_cues` was written before the
+/// teacher could train on other images than its students (every config saved with a result
+/// before this key existed lists both rates): its teacher trains on the dataset's images, as it
+/// did then, so that the saved config still reproduces its numbers. The demo's cue-free teacher
+/// belongs with the demo's cue rates.
+fn legacy_teacher_cues(given: &mut toml::Table) {
+    let Some(toml::Value::Table(data)) = given.get_mut("data") else {
+        return;
+    };
+    let sets_rates = data.contains_key("cue_prob") || data.contains_key("false_cue_prob");
+    if sets_rates && !data.contains_key("teacher_cues") {
+        data.insert("teacher_cues".into(), "dataset".into());
+    }
+}
+
 /// Configs written before several attribution methods could be evaluated say
 /// `[eval] attribution = "name"`; that is `attributions = ["name"]` now.
 fn legacy_attribution_key(given: &mut toml::Table) -> Result<()> {
@@ -425,6 +440,9 @@ fn legacy_attribution_key(given: &mut toml::Table) -> Result<()> {
     Ok(())
 }
 
+/// Deep-merges `over` into `base`: tables merge key by key, anything else is replaced. A table
+/// that names another network `family` than the base's replaces it whole: a ResNet does not
+/// inherit the default VGG's settings.
 fn merge(base: &mut toml::Table, over: toml::Table) {
     for (key, value) in over {
         match (base.get_mut(&key), value) {
@@ -537,6 +555,41 @@ mod tests {
             let back = ExperimentConfig::from_toml(&cfg.to_toml().unwrap()).unwrap();
             assert_eq!(back, cfg);
         }
+    }
+
+    #[test]
+    fn configs_with_their_own_cue_rates_keep_the_teacher_on_their_images() {
+        use crate::data::synthetic::TeacherCues;
+        assert_eq!(
+            ExperimentConfig::demo().data.teacher_cues,
+            TeacherCues::None
+        );
+        let no_cues = ExperimentConfig::from_toml("[data]\nn_train = 10\n").unwrap();
+        assert_eq!(no_cues.data.teacher_cues, TeacherCues::None);
+        for table in ["cue_prob = 0.5", "false_cue_prob = 0.3"] {
+            let own = ExperimentConfig::from_toml(&format!("[data]\n{table}\n")).unwrap();
+            assert_eq!(own.data.teacher_cues, TeacherCues::Dataset, "{table}");
+        }
+        let explicit =
+            ExperimentConfig::from_toml("[data]\ncue_prob = 0.5\nteacher_cues = \"none\"\n")
+                .unwrap();
+        assert_eq!(explicit.data.teacher_cues, TeacherCues::None);
+        let bad = ExperimentConfig::from_toml("[data]\nteacher_cues = \"some\"\n");
+        assert!(bad.is_err());
+        // every saved result's config keeps its teacher on the students' images
+        let mut checked = 0;
+        for dir in std::fs::read_dir("docs/results").unwrap() {
+            let path = dir.unwrap().path().join("config.toml");
+            if !path.exists() {
+                continue;
+            }
+            let cfg = ExperimentConfig::load(&path).unwrap();
+            if cfg.dataset == crate::data::source::DatasetSource::Synthetic {
+                assert_eq!(cfg.data.teacher_cues, TeacherCues::Dataset, "{path:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 5, "only {checked} saved configs checked");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::cells::{self, Cell, CellKind, CellRecord};
 use crate::compression::unstructured::sparsity;
 use crate::compression::{Budget, Compression, Method};
 use crate::config::ExperimentConfig;
-use crate::data::Splits;
+use crate::data::{Dataset, Splits};
 use crate::evaluation::health::{self, Warning};
 use crate::evaluation::{self, MapSet, PairSet, ground_truth_pairs, roar};
 use crate::explain::{DATASET_INFO_FILE, DatasetInfo};
@@ -53,6 +53,9 @@ struct Trained {
 struct Ctx<'a> {
     cfg: &'a ExperimentConfig,
     splits: &'a Splits,
+    /// The teacher's training images: `splits.train` unless the dataset draws the teacher its
+    /// own (`teacher_cues = "none"`).
+    teacher_train: &'a Dataset,
     norm: &'a Normalization,
     /// The attribution methods of `eval.attributions`; the first is the main one.
     methods: &'a [&'static dyn Attribution],
@@ -70,6 +73,8 @@ struct Ctx<'a> {
 /// What every cell of a run shares, loaded once per process.
 struct Prepared {
     splits: Splits,
+    /// The teacher's own training images, where the dataset draws them (`teacher_cues`).
+    teacher_train: Option<Dataset>,
     norm: Normalization,
     /// The attribution methods of `eval.attributions`; the first is the main one.
     methods: Vec<&'static dyn Attribution>,
@@ -86,6 +91,7 @@ struct Prepared {
 fn prepare(cfg: &ExperimentConfig, out: &Path) -> Result<Prepared> {
     eprintln!("loading the {} dataset ...", cfg.dataset.name());
     let splits = cfg.dataset.load(&cfg.data)?;
+    let teacher_train = cfg.dataset.teacher_train(&cfg.data)?;
     let arch = cfg.teacher_arch_for(splits.train.num_classes(), splits.train.height);
     arch.validate().context("teacher.arch for this dataset")?;
     let norm = cfg.input_norm.of(&splits.train);
@@ -110,12 +116,14 @@ fn prepare(cfg: &ExperimentConfig, out: &Path) -> Result<Prepared> {
     let data_key = stage_key(&(
         splits.train.fingerprint(),
         splits.val.fingerprint(),
+        teacher_train.as_ref().map(|d| d.fingerprint()),
         &norm,
         pretrained_fingerprint(cfg)?,
     ));
     let described = cfg.dataset.describe(&cfg.data, &splits);
     Ok(Prepared {
         splits,
+        teacher_train,
         norm,
         methods,
         chance,
@@ -328,6 +336,7 @@ fn execute(
     let ctx = Ctx {
         cfg,
         splits,
+        teacher_train: prep.teacher_train.as_ref().unwrap_or(&splits.train),
         norm,
         methods: &prep.methods,
         seed,
@@ -867,7 +876,7 @@ fn train_teacher(ctx: &Ctx) -> Result<Trained> {
     let train_seed = derive_seed(ctx.seed, "teacher");
     let (teacher, history) = training::train_supervised(
         teacher,
-        &ctx.splits.train,
+        ctx.teacher_train,
         ctx.norm,
         &ctx.cfg.teacher.train,
         train_seed,

@@ -352,8 +352,9 @@ mod tests {
         use crate::data::source::DatasetSource;
         let demo = ExperimentConfig::demo();
         let text = demo.to_toml().unwrap();
-        assert!(text.contains("false_cue_prob = 0.3\n"), "{text}");
-        assert!(text.contains("cue_prob = 0.5\n"), "{text}");
+        assert!(text.contains("false_cue_prob = 0.15\n"), "{text}");
+        assert!(text.contains("cue_prob = 0.8\n"), "{text}");
+        assert!(text.contains("teacher_cues = \"none\"\n"), "{text}");
         assert!(longest_run(&text, '0') < 7, "{text}");
         assert_eq!(ExperimentConfig::from_toml(&text).unwrap(), demo);
 

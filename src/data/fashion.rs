@@ -90,6 +90,9 @@ pub struct FashionCanvasConfig {
     pub false_cue_prob: f32,
     /// Number of clutter strokes/dots in the background.
     pub clutter: usize,
+    /// The teacher's training canvases: the dataset's (`dataset`) or the same canvases without
+    /// cues and decoys (`none`).
+    pub teacher_cues: super::synthetic::TeacherCues,
 }
 
 impl Default for FashionCanvasConfig {
@@ -109,11 +112,22 @@ impl Default for FashionCanvasConfig {
             cue_prob: 0.8,
             false_cue_prob: 0.15,
             clutter: 10,
+            teacher_cues: super::synthetic::TeacherCues::Dataset,
         }
     }
 }
 
 impl FashionCanvasConfig {
+    /// The settings that draw the teacher's training canvases, when they differ from the
+    /// students' (`teacher_cues = "none"`).
+    pub fn teacher_view(&self) -> Option<FashionCanvasConfig> {
+        (self.teacher_cues == super::synthetic::TeacherCues::None).then(|| FashionCanvasConfig {
+            cue_prob: 0.0,
+            false_cue_prob: 0.0,
+            ..self.clone()
+        })
+    }
+
     /// Checks the configuration (without the data), with an error naming the field.
     pub fn validate(&self) -> Result<()> {
         ensure!(

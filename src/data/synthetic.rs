@@ -46,6 +46,19 @@ pub const SHAPE_NAMES: [&str; 14] = [
 /// Split names used by [`generate`] (they also select the random streams).
 pub const SPLIT_NAMES: [&str; 3] = ["train", "val", "test"];
 
+/// Which images the teacher trains on, for datasets that draw context cues.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TeacherCues {
+    /// The students' training images, cues and decoys included.
+    #[default]
+    Dataset,
+    /// The same training images drawn without cues and decoys (each image keeps its objects,
+    /// clutter and noise): a teacher that cannot learn the shortcut, as one trained on curated
+    /// data, while the students are distilled on the cue-rich images.
+    None,
+}
+
 /// Configuration of the synthetic shapes dataset.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -72,6 +85,9 @@ pub struct SyntheticConfig {
     pub false_cue_prob: f32,
     /// Number of clutter strokes/dots in the background.
     pub clutter: usize,
+    /// The teacher's training images: the dataset's (`dataset`) or the same images without
+    /// cues and decoys (`none`).
+    pub teacher_cues: TeacherCues,
 }
 
 impl Default for SyntheticConfig {
@@ -87,11 +103,22 @@ impl Default for SyntheticConfig {
             cue_prob: 0.8,
             false_cue_prob: 0.15,
             clutter: 10,
+            teacher_cues: TeacherCues::Dataset,
         }
     }
 }
 
 impl SyntheticConfig {
+    /// The settings that draw the teacher's training images, when they differ from the
+    /// students' (`teacher_cues = "none"`).
+    pub fn teacher_view(&self) -> Option<SyntheticConfig> {
+        (self.teacher_cues == TeacherCues::None).then(|| SyntheticConfig {
+            cue_prob: 0.0,
+            false_cue_prob: 0.0,
+            ..self.clone()
+        })
+    }
+
     /// Checks the configuration, with an error that names the offending field.
     pub fn validate(&self) -> Result<()> {
         ensure!(
@@ -1028,6 +1055,37 @@ mod tests {
         let req: usize = infos.iter().map(|i| i.cues_requested.len()).sum();
         let objs: usize = infos.iter().map(|i| i.objects.len()).sum();
         assert_eq!(req, objs);
+    }
+
+    #[test]
+    fn the_teachers_view_is_the_same_images_without_their_cues() {
+        let cfg = SyntheticConfig {
+            teacher_cues: TeacherCues::None,
+            ..small_cfg()
+        };
+        assert!(small_cfg().teacher_view().is_none());
+        let view = cfg.teacher_view().unwrap();
+        let (students, infos) = generate_split_threads(&cfg, "train", 60, 2);
+        let (teachers, teacher_infos) = generate_split_threads(&view, "train", 60, 2);
+        assert!(teacher_infos.iter().all(|i| i.cues.is_empty()));
+        let s = cfg.size;
+        let mut cue_pixels = 0;
+        for (i, info) in infos.iter().enumerate() {
+            assert_eq!(students.labels_of(i), teachers.labels_of(i), "image {i}");
+            assert_eq!(students.seg_of(i), teachers.seg_of(i), "image {i}");
+            let on_cue = info.cue_mask(s);
+            let (a, b) = (students.image(i), teachers.image(i));
+            for p in 0..s * s {
+                let same = (0..3).all(|c| a[c * s * s + p] == b[c * s * s + p]);
+                if on_cue[p] {
+                    cue_pixels += usize::from(!same);
+                } else {
+                    assert!(same, "image {i} differs off the cues at pixel {p}");
+                }
+            }
+        }
+        // the students' images do hold cues, and the teacher's lack them
+        assert!(cue_pixels > 60 * 4, "only {cue_pixels} cue pixels differ");
     }
 
     #[test]
