@@ -6,8 +6,9 @@
 //!
 //! `matching_variants RUN_DIR SEED OUT_DIR VARIANT...`, a variant being
 //! `label=regularizer[,key=value...]` with keys `beta` (this regularizer's beta), `scale`
-//! (`paper-map` / `per-position`), `warmup` (epochs), `drop` (SSWA) and `dropout` (the
-//! student's head dropout). A variant labelled
+//! (`paper-map` / `per-position`), `warmup` (epochs), `drop` (SSWA), `dropout` (the
+//! student's head dropout) and `init` (N > 0: the student starts from the N-th other initial
+//! weights of this seed, so variants sharing an `init` are paired replicates). A variant labelled
 //! like the demo's student (`none`, `ewa`, `swa`, `sswa`) with no keys draws the demo's random
 //! numbers, so it reproduces that student exactly.
 
@@ -29,6 +30,8 @@ struct Variant {
     matching: MatchConfig,
     /// The student's head dropout, where it differs from the teacher's.
     dropout: Option<f64>,
+    /// Which initial weights of the seed the student starts from (0: the demo's).
+    init: u64,
 }
 
 fn parse_variant(text: &str, base: &MatchConfig) -> Result<Variant> {
@@ -39,6 +42,7 @@ fn parse_variant(text: &str, base: &MatchConfig) -> Result<Variant> {
     let regularizer = parts.next().unwrap_or_default().to_string();
     let mut matching = base.clone();
     let mut dropout = None;
+    let mut init = 0;
     for kv in parts {
         let (key, value) = kv
             .split_once('=')
@@ -59,6 +63,7 @@ fn parse_variant(text: &str, base: &MatchConfig) -> Result<Variant> {
             "warmup" => matching.warmup_epochs = value.parse()?,
             "drop" => matching.drop = value.parse()?,
             "dropout" => dropout = Some(value.parse()?),
+            "init" => init = value.parse()?,
             other => bail!("variant '{text}': unknown key '{other}'"),
         }
     }
@@ -67,6 +72,7 @@ fn parse_variant(text: &str, base: &MatchConfig) -> Result<Variant> {
         regularizer,
         matching,
         dropout,
+        init,
     })
 }
 
@@ -96,7 +102,6 @@ fn main() -> Result<()> {
     )?;
     let method = cfg.method("kd")?;
     let stage = method.stages()?.remove(0);
-    let init_seed = derive_seed(seed, "student-init");
     let regs = variants
         .iter()
         .map(|v| matching::by_name(&v.regularizer, &v.matching))
@@ -105,6 +110,10 @@ fn main() -> Result<()> {
     let train = cfg.student_train.clone();
     let mut runs = Vec::new();
     for (i, v) in variants.iter().enumerate() {
+        let init_seed = match v.init {
+            0 => derive_seed(seed, "student-init"),
+            n => derive_seed(seed, &format!("student-init-{n}")),
+        };
         let student = match v.dropout {
             None => stage.compression.make_student(&teacher, &ad, init_seed)?,
             Some(p) => Distillation {
