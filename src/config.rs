@@ -217,11 +217,12 @@ impl ExperimentConfig {
             // Gradient clipping at norm 1 per tensor, for every regularizer (naive included):
             // the normalised-map loss has gradients of order 1/||map||, which explode while a
             // tiny student's map is near zero; unclipped, /8 students collapse (README).
-            // 60 epochs: at 30 the /8 students were still gaining validation mAP (one, a point
-            // every three epochs), so single-seed comparisons between regularizers measured how
-            // far each had got; at 60 every student has converged, the spread over seeds of
-            // each regularizer's mAP falls from 4-8 points to about 1.5, and with the cue-free
-            // teacher the naive student's maps stay deformed (README, "The demo").
+            // 60 epochs: at 30 the /8 students had not reached what their width can do (at 60
+            // they are about 10 mAP points better; at 30 their curves flatten only because the
+            // cosine schedule ends), so single-seed comparisons between regularizers measured
+            // how far each had got; at 60 the spread over seeds of each regularizer's mAP falls
+            // from up to 8 points to under 2, and with the cue-free teacher the naive student's
+            // maps stay deformed (README, "The demo").
             student_train: TrainConfig {
                 epochs: 60,
                 grad_clip: 1.0,
@@ -256,7 +257,7 @@ impl ExperimentConfig {
         cfg.teacher.train.epochs = 12;
         // a smoke run keeps its fixed budget (2000 images: 62 steps per epoch)
         cfg.teacher.train.min_steps = 0;
-        // 5 epochs: the students are off their plateau (none flagged) in under a minute
+        // 5 epochs: the /2 students are off their plateau (none flagged) for 5/8 of the cost
         cfg.student_train.epochs = 5;
         cfg.eval.faithfulness.pairs = 50;
         // At /8 (or /4) the 32 px students stay on the base-rate plateau for all 10 epochs
