@@ -4,6 +4,7 @@
 
 use crate::attribution::{self, Attribution};
 use crate::cells::{self, Cell, CellKind, CellRecord};
+use crate::compression::kd::student_init_seed;
 use crate::compression::unstructured::sparsity;
 use crate::compression::{Budget, Compression, Method};
 use crate::config::ExperimentConfig;
@@ -41,6 +42,8 @@ struct Trained {
     compression: String,
     regularizer: String,
     round: usize,
+    /// Which of the regularizer's students of this seed (`kd.replicates`); 0 for the teacher.
+    replicate: usize,
     model: Network,
     seconds: f64,
     /// Per-epoch record of the stage that produced the network (last stage for pruning rounds).
@@ -374,7 +377,7 @@ fn execute(
             }
             if cfg.seeds.first() == Some(&seed) {
                 let mut nets = vec![&teacher];
-                nets.extend(finals.iter());
+                nets.extend(finals.iter().filter(|t| t.replicate == 0));
                 draw_overlays(
                     &ctx,
                     &nets,
@@ -653,10 +656,12 @@ fn evaluate_rows(
         )?;
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
-            "evaluated {name} {} {} (seed {}) with {}: {} maps in {secs:.1} s ({:.0} maps/s)",
+            "evaluated {name} {} {} (seed {}, replicate {}) with {}: {} maps in {secs:.1} s \
+             ({:.0} maps/s)",
             t.compression,
             t.regularizer,
             ctx.seed,
+            t.replicate,
             method.name(),
             ev.pairs.len(),
             ev.pairs.len() as f64 / secs.max(1e-9)
@@ -667,6 +672,7 @@ fn evaluate_rows(
         row.macs = t.model.macs();
         row.train_seconds = t.seconds;
         row.round = t.round;
+        row.replicate = t.replicate;
         row.sparsity = sparsity;
         row.latency_ms = latency_ms;
         if k == 0 {
@@ -676,10 +682,11 @@ fn evaluate_rows(
         row.warnings.extend(undefined_protocols(&ev.protocols));
         for w in &row.warnings {
             eprintln!(
-                "WARNING: {name} {} {} (seed {}, {}): {}",
+                "WARNING: {name} {} {} (seed {}{}, {}): {}",
                 t.compression,
                 t.regularizer,
                 ctx.seed,
+                report::html::replicate_tag(&row),
                 method.name(),
                 w.message
             );
@@ -762,9 +769,10 @@ fn roar_seed(ctx: &Ctx, teacher: &Trained, finals: &[Trained]) -> Result<Vec<roa
     };
     let dir = ctx.dir.join("roar");
     let mut rankers: Vec<(String, Option<&Trained>)> = vec![("teacher".into(), Some(teacher))];
+    // one ranking per regularizer: its first replicate's
     for t in finals
         .iter()
-        .filter(|t| rc.regularizers.contains(&t.regularizer))
+        .filter(|t| t.replicate == 0 && rc.regularizers.contains(&t.regularizer))
     {
         rankers.push((format!("{} {}", t.compression, t.regularizer), Some(t)));
     }
@@ -887,6 +895,7 @@ fn train_teacher(ctx: &Ctx) -> Result<Trained> {
         compression: "none".into(),
         regularizer: "-".into(),
         round: 0,
+        replicate: 0,
         model: teacher.valid(),
         seconds: start.elapsed().as_secs_f64(),
         history,
@@ -900,6 +909,15 @@ fn train_teacher(ctx: &Ctx) -> Result<Trained> {
     })
 }
 
+/// A student's label and folder name: `<stage>-<regularizer>`, with `-r<r>` for replicates
+/// after the first (whose folder is the one runs had before there were replicates).
+fn student_label(stage: &str, regularizer: &str, replicate: usize) -> String {
+    match replicate {
+        0 => format!("{stage}-{regularizer}"),
+        r => format!("{stage}-{regularizer}-r{r}"),
+    }
+}
+
 fn regularizers(cfg: &ExperimentConfig) -> Result<Vec<Box<dyn Regularizer>>> {
     cfg.regularizers
         .iter()
@@ -907,9 +925,10 @@ fn regularizers(cfg: &ExperimentConfig) -> Result<Vec<Box<dyn Regularizer>>> {
         .collect()
 }
 
-/// Fine-tunes one student per regularizer in lockstep; `students[i]` belongs to regularizer i
-/// and checkpoints into `<seed dir>/<stage>-<regularizer>`.
-/// `upstream[i]` is the hash of everything student i starts from (see [`StudentRun::upstream`]).
+/// Fine-tunes `replicates` students per regularizer in lockstep; `students[r * n + i]` is
+/// replicate r of regularizer i (n regularizers) and checkpoints into
+/// `<seed dir>/<stage>-<regularizer>` (replicate 0) or `<stage>-<regularizer>-r<r>`.
+/// `upstream[j]` is the hash of everything student j starts from (see [`StudentRun::upstream`]).
 #[allow(clippy::too_many_arguments)]
 fn fine_tune_all(
     ctx: &Ctx,
@@ -923,10 +942,14 @@ fn fine_tune_all(
 ) -> Result<Vec<Trained>> {
     let cfg = ctx.cfg;
     let regs = regularizers(cfg)?;
-    let labels: Vec<String> = cfg
-        .regularizers
+    let n = regs.len().max(1);
+    // (replicate, regularizer name) of each student, in `students` order
+    let who: Vec<(usize, &String)> = (0..students.len())
+        .map(|j| (j / n, &cfg.regularizers[j % n]))
+        .collect();
+    let labels: Vec<String> = who
         .iter()
-        .map(|r| format!("{stage}-{r}"))
+        .map(|(r, reg)| student_label(stage, reg, *r))
         .collect();
     let dirs: Vec<PathBuf> = labels
         .iter()
@@ -943,7 +966,7 @@ fn fine_tune_all(
     for (i, (model, upstream)) in students.into_iter().zip(upstream).enumerate() {
         let spec = FineTuneSpec {
             compression,
-            regularizer: regs[i].as_ref(),
+            regularizer: regs[i % n].as_ref(),
             matching: &cfg.matching,
             train,
             seed: derive_seed(ctx.seed, &format!("{stage}-{round}")),
@@ -973,11 +996,8 @@ fn fine_tune_all(
     // Students train together; each is charged an equal share of the wall time.
     let share = start.elapsed().as_secs_f64() / tuned.len().max(1) as f64;
     let mut out = Vec::new();
-    for ((((model, history), reg), dir), key) in tuned
-        .into_iter()
-        .zip(&cfg.regularizers)
-        .zip(&dirs)
-        .zip(keys)
+    for ((((model, history), (replicate, reg)), dir), key) in
+        tuned.into_iter().zip(who).zip(&dirs).zip(keys)
     {
         save_model(&model, &dir.join("model.safetensors"))?;
         out.push(Trained {
@@ -985,6 +1005,7 @@ fn fine_tune_all(
             compression: stage.into(),
             regularizer: reg.clone(),
             round,
+            replicate,
             model: model.valid(),
             seconds: share,
             history,
@@ -997,17 +1018,21 @@ fn fine_tune_all(
 /// Runs a method's stages for every regularizer: each stage makes every regularizer's student
 /// from that regularizer's network of the previous stage (the teacher for the first) and
 /// fine-tunes them in lockstep. Fresh weights (KD students) come from one seed, so every
-/// regularizer starts from identical students (a paired comparison). Returns (the last stage's
-/// networks, those of all earlier stages).
+/// regularizer starts from identical students (a paired comparison); with several replicates
+/// (`kd.replicates`) each replicate draws its own weights, shared by its regularizers. Returns
+/// (the last stage's networks, those of all earlier stages), replicate-major.
 fn method_students(
     ctx: &Ctx,
     method: &dyn Method,
     teacher: &Trained,
 ) -> Result<(Vec<Trained>, Vec<Trained>)> {
-    let count = ctx.cfg.regularizers.len();
+    let count = ctx.cfg.regularizers.len() * method.replicates();
     let mut current: Vec<Network> = vec![teacher.model.clone(); count];
     let mut upstream = vec![teacher.key.clone(); count];
-    let init_seed = derive_seed(ctx.seed, "student-init");
+    let n = ctx.cfg.regularizers.len().max(1);
+    let init_seeds: Vec<u64> = (0..count)
+        .map(|j| student_init_seed(ctx.seed, j / n))
+        .collect();
     let (mut earlier, mut last) = (Vec::new(), Vec::new());
     for stage in method.stages()? {
         let budget = match stage.budget {
@@ -1020,11 +1045,13 @@ fn method_students(
         };
         let students = current
             .iter()
-            .map(|m| stage.compression.make_student(m, &ctx.ad, init_seed))
+            .zip(&init_seeds)
+            .map(|(m, &init)| stage.compression.make_student(m, &ctx.ad, init))
             .collect::<Result<Vec<_>>>()?;
         let from = upstream
             .iter()
-            .map(|u| stage_key(&(u, &stage.settings_key, init_seed)))
+            .zip(&init_seeds)
+            .map(|(u, init)| stage_key(&(u, &stage.settings_key, init)))
             .collect();
         let tuned = fine_tune_all(
             ctx,

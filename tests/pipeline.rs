@@ -174,6 +174,59 @@ fn the_same_config_and_seed_give_the_same_numbers() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `kd.replicates = 2` trains a second student per regularizer from other initial weights,
+/// leaves the first replicate's numbers exactly as a one-replicate run has them, and the
+/// tables average a seed's replicates.
+#[test]
+fn replicates_add_students_without_changing_the_first() {
+    let mut cfg = tiny();
+    cfg.compressions = vec!["kd".into()];
+    cfg.regularizers = vec!["none".into(), "swa".into()];
+    let dir = out_dir("replicates");
+    let one = faithful::experiment::run(&cfg, &dir.join("one"), &Device::flex()).unwrap();
+    cfg.kd.replicates = 2;
+    let two_dir = dir.join("two");
+    faithful::experiment::run(&cfg, &two_dir, &Device::flex()).unwrap();
+    let two = read_rows(&two_dir);
+    let kd = |rows: &[ResultRow], replicate: usize| -> Vec<ResultRow> {
+        rows.iter()
+            .filter(|r| r.compression == "kd" && r.replicate == replicate)
+            .cloned()
+            .collect()
+    };
+    let (first, second) = (kd(&two, 0), kd(&two, 1));
+    assert_eq!(first.len(), 2);
+    assert_eq!(second.len(), 2);
+    let numbers = |r: &ResultRow| (r.regularizer.clone(), r.map, r.f1, r.auc, r.cos);
+    assert_eq!(
+        kd(&one.rows, 0).iter().map(numbers).collect::<Vec<_>>(),
+        first.iter().map(numbers).collect::<Vec<_>>(),
+        "adding a replicate changed the first one"
+    );
+    // other initial weights: other numbers (the replicates are not copies)
+    for (a, b) in first.iter().zip(&second) {
+        assert_eq!(a.regularizer, b.regularizer);
+        assert_ne!(a.map, b.map, "{} replicates are identical", a.regularizer);
+    }
+    for reg in ["none", "swa"] {
+        assert!(two_dir.join("seed-0").join(format!("kd-{reg}-r1")).is_dir());
+    }
+    // the table's kd none mAP is the mean of the two replicates, over one seed
+    let md = std::fs::read_to_string(two_dir.join("results.md")).unwrap();
+    let mean = (first[0].map + second[0].map) / 2.0;
+    let line = md
+        .lines()
+        .find(|l| l.contains("| kd | none |"))
+        .expect("kd none row");
+    assert!(
+        line.contains(&format!("| 1 | {mean:.2} |")),
+        "{line} (mean {mean:.2})"
+    );
+    let csv = std::fs::read_to_string(two_dir.join("pairs.csv")).unwrap();
+    assert!(csv.lines().next().unwrap().contains("replicate"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Every shipped config parses and passes validation (a typo there would only surface at the
 /// start of an hour-long run otherwise).
 #[test]

@@ -4,6 +4,7 @@
 
 use super::{Budget, Compression, Method, PlannedStage, bce_with_logits, log_sigmoid};
 use crate::models::Network;
+use crate::util::derive_seed;
 use anyhow::{Result, ensure};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,24 @@ pub struct Distillation {
     /// regularizers' comparison steadier (README, "Matching strength and student dropout").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub student_dropout: Option<f64>,
+    /// Students per regularizer and seed, each from its own initial weights (replicate 0 from
+    /// the seed's `student-init` weights, replicate r from `student-init-r`), all trained in
+    /// lockstep on the same batches. The claims compare each regularizer's mean over its
+    /// replicates: a single /8 student's mAP moves by about 2 points between initial weights
+    /// (README, "Replicates").
+    pub replicates: usize,
+}
+
+/// What determines one student: every setting but `replicates` (which says how many students
+/// there are, each keyed by its own initial weights). Serialised exactly as [`Distillation`]
+/// was before it had `replicates`, so finished students keep their stage keys.
+#[derive(Serialize)]
+struct StudentSettings<'a> {
+    width_divisor: usize,
+    temperature: f64,
+    alpha: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    student_dropout: &'a Option<f64>,
 }
 
 impl Distillation {
@@ -42,6 +61,11 @@ impl Distillation {
             "kd.temperature must be a positive number, got {}",
             self.temperature
         );
+        ensure!(
+            (1..=MAX_REPLICATES).contains(&self.replicates),
+            "kd.replicates must be between 1 and {MAX_REPLICATES}, got {}",
+            self.replicates
+        );
         if let Some(p) = self.student_dropout {
             ensure!(
                 (0.0..1.0).contains(&p),
@@ -59,9 +83,23 @@ impl Default for Distillation {
             temperature: 4.0,
             alpha: 0.9,
             student_dropout: None,
+            replicates: 1,
         }
     }
 }
+
+/// The seed of replicate `replicate`'s fresh student weights under `seed`: the demo's
+/// `student-init` stream for replicate 0 (so a run with one replicate keeps its students),
+/// `student-init-<r>` for the others.
+pub fn student_init_seed(seed: u64, replicate: usize) -> u64 {
+    match replicate {
+        0 => derive_seed(seed, "student-init"),
+        r => derive_seed(seed, &format!("student-init-{r}")),
+    }
+}
+
+/// The most students per regularizer and seed (`kd.replicates`).
+pub const MAX_REPLICATES: usize = 16;
 
 /// Mean over samples and classes of KL(Bern(sigmoid(t/T)) || Bern(sigmoid(s/T))).
 pub fn binary_kl(student: Tensor<2>, teacher: Tensor<2>, temperature: f64) -> Tensor<1> {
@@ -89,8 +127,16 @@ impl Method for Distillation {
             budget: Budget::Student,
             epochs: None,
             round: 0,
-            settings_key: serde_json::to_string(self)?,
+            settings_key: serde_json::to_string(&StudentSettings {
+                width_divisor: self.width_divisor,
+                temperature: self.temperature,
+                alpha: self.alpha,
+                student_dropout: &self.student_dropout,
+            })?,
         }])
+    }
+    fn replicates(&self) -> usize {
+        self.replicates
     }
 }
 
@@ -113,5 +159,48 @@ impl Compression for Distillation {
         let t2 = self.temperature * self.temperature;
         let kd = binary_kl(student.clone(), teacher, self.temperature).mul_scalar(self.alpha * t2);
         kd + bce_with_logits(student, targets).mul_scalar(1.0 - self.alpha)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stage key of a student does not depend on how many replicates there are, and is
+    /// the text it was before `replicates` existed (so finished students are reused).
+    #[test]
+    fn replicates_do_not_change_the_students_settings_key() {
+        let key = |kd: &Distillation| kd.stages().unwrap().remove(0).settings_key;
+        let one = Distillation::default();
+        let three = Distillation {
+            replicates: 3,
+            ..Distillation::default()
+        };
+        assert_eq!(key(&one), key(&three));
+        assert_eq!(
+            key(&one),
+            r#"{"width_divisor":8,"temperature":4.0,"alpha":0.9}"#
+        );
+        let dropout = Distillation {
+            student_dropout: Some(0.25),
+            ..three.clone()
+        };
+        assert!(key(&dropout).ends_with(r#""student_dropout":0.25}"#));
+        assert_eq!(three.replicates(), 3);
+    }
+
+    #[test]
+    fn replicates_are_validated_and_seeded_apart() {
+        for bad in [0, MAX_REPLICATES + 1] {
+            let kd = Distillation {
+                replicates: bad,
+                ..Distillation::default()
+            };
+            let err = format!("{:#}", kd.validate().unwrap_err());
+            assert!(err.contains("kd.replicates"), "{err}");
+        }
+        assert_eq!(student_init_seed(5, 0), derive_seed(5, "student-init"));
+        assert_eq!(student_init_seed(5, 2), derive_seed(5, "student-init-2"));
+        assert_ne!(student_init_seed(5, 1), student_init_seed(5, 2));
     }
 }

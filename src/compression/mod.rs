@@ -50,6 +50,11 @@ pub trait Method {
     /// The method's fine-tuning stages, in order; the last stage's networks are the method's
     /// result and earlier ones are reported as its intermediate rounds.
     fn stages(&self) -> Result<Vec<PlannedStage>>;
+    /// Students per regularizer and seed, each from its own fresh initial weights (only a
+    /// method that starts from fresh weights has more than one).
+    fn replicates(&self) -> usize {
+        1
+    }
 }
 
 /// Methods run one after another, written `a+b` in `compressions` (`kd+quantize`): the stages
@@ -83,6 +88,10 @@ impl Method for Chain<'_> {
         }
         Ok(out)
     }
+    /// The first method's: later methods start from its networks.
+    fn replicates(&self) -> usize {
+        self.parts.first().map_or(1, |m| m.replicates())
+    }
 }
 
 /// The `'static` name of a chain: chains are named by config strings, and a report keeps the
@@ -110,6 +119,9 @@ impl Method for Single<'_> {
     }
     fn stages(&self) -> Result<Vec<PlannedStage>> {
         self.0.stages()
+    }
+    fn replicates(&self) -> usize {
+        self.0.replicates()
     }
 }
 

@@ -28,6 +28,7 @@ pub fn has_history(rows: &[ResultRow]) -> bool {
 
 /// The curves of one compression method and seed: the teacher's, then each regularizer's.
 /// Rounds of iterative pruning are joined in round order, epochs counted on across rounds.
+/// With several students per regularizer (`kd.replicates`), the first replicate's.
 pub fn curves(rows: &[ResultRow], compression: &str, seed: u64) -> Vec<Curve> {
     let mut out = Vec::new();
     let teacher: Vec<&ResultRow> = rows
@@ -46,7 +47,12 @@ pub fn curves(rows: &[ResultRow], compression: &str, seed: u64) -> Vec<Curve> {
     for reg in regs {
         let mut members: Vec<&ResultRow> = rows
             .iter()
-            .filter(|r| r.compression == compression && r.regularizer == reg && r.seed == seed)
+            .filter(|r| {
+                r.compression == compression
+                    && r.regularizer == reg
+                    && r.seed == seed
+                    && r.replicate == 0
+            })
             .collect();
         members.sort_by_key(|r| r.round);
         if let Some(c) = joined(reg, members) {

@@ -257,7 +257,20 @@ fn network_words(r: &ResultRow) -> String {
     } else {
         String::new()
     };
-    format!("{who} ({}), seed {}{round}", r.network, r.seed)
+    format!(
+        "{who} ({}), seed {}{round}{}",
+        r.network,
+        r.seed,
+        replicate_tag(r)
+    )
+}
+
+/// `, replicate r` for a regularizer's students after the first (`kd.replicates`).
+pub(crate) fn replicate_tag(r: &ResultRow) -> String {
+    match r.replicate {
+        0 => String::new(),
+        k => format!(", replicate {k}"),
+    }
 }
 
 /// The loud box: every row warning, or that none was found, or that health was not recorded.
@@ -439,7 +452,7 @@ fn claims_table(checks: &[ClaimCheck]) -> String {
 fn rows_under(run: &Run, p: PairSet) -> (Vec<ResultRow>, usize) {
     let mut out = Vec::new();
     let mut missing = 0;
-    for r in &run.rows {
+    for r in &super::seed_means(&run.rows) {
         match claims::metrics_under(r, p, run.cfg.eval.pairs) {
             Some(l) => out.push(ResultRow {
                 auc: l.auc,

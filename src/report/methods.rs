@@ -51,6 +51,7 @@ pub fn methods_markdown(
     if methods.len() < 2 {
         return String::new();
     }
+    let rows = &super::seed_means(rows);
     let mut out = format!(
         "## Attribution methods (the paper's Table 8)\n\n\
          AUC and point accuracy in %, mean ± std over seeds, over the {} pairs, for every \

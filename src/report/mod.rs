@@ -61,6 +61,10 @@ pub struct ResultRow {
     /// Pruning round (iterative unstructured pruning), 0 otherwise.
     #[serde(default)]
     pub round: usize,
+    /// Which of this regularizer's students of the seed (`kd.replicates`), 0 for the first
+    /// and for every network of a run without replicates.
+    #[serde(default)]
+    pub replicate: usize,
     /// Fraction of conv weights that are exactly zero.
     #[serde(default)]
     pub sparsity: f64,
@@ -106,6 +110,7 @@ impl ResultRow {
             pairs: s.pairs,
             train_seconds: 0.0,
             round: 0,
+            replicate: 0,
             sparsity: 0.0,
             latency_ms: 0.0,
             protocols: None,
@@ -161,6 +166,7 @@ struct PairLine<'a> {
     attribution: &'a str,
     round: usize,
     seed: u64,
+    replicate: usize,
     image: usize,
     class: usize,
     predicted: u8,
@@ -199,6 +205,7 @@ impl PairsCsv {
                 attribution: &row.attribution,
                 round: row.round,
                 seed: row.seed,
+                replicate: row.replicate,
                 image: p.image,
                 class: p.class,
                 predicted: p.predicted as u8,
@@ -276,8 +283,14 @@ pub fn warnings_markdown(rows: &[ResultRow]) -> String {
         for w in &r.warnings {
             let _ = writeln!(
                 out,
-                "- **{} {} {}** (seed {}, round {}): {}",
-                r.network, r.compression, r.regularizer, r.seed, r.round, w.message
+                "- **{} {} {}** (seed {}, round {}{}): {}",
+                r.network,
+                r.compression,
+                r.regularizer,
+                r.seed,
+                r.round,
+                html::replicate_tag(r),
+                w.message
             );
         }
     }
@@ -340,9 +353,60 @@ pub fn final_rows<'a>(rows: &'a [ResultRow], c: &str) -> Vec<&'a ResultRow> {
         .collect()
 }
 
+/// The rows with each network's replicates of one seed (`kd.replicates`) replaced by their
+/// mean ([`mean_row`]), in order of first appearance: tables and bar charts average over seeds
+/// the per-seed means, as the claims compare them.
+pub fn seed_means(rows: &[ResultRow]) -> Vec<ResultRow> {
+    let key = |r: &ResultRow| (r.group_key(), r.seed, r.attribution.clone());
+    let mut groups: Vec<Vec<&ResultRow>> = Vec::new();
+    for r in rows {
+        match groups.iter_mut().find(|g| key(g[0]) == key(r)) {
+            Some(g) => g.push(r),
+            None => groups.push(vec![r]),
+        }
+    }
+    groups.iter().map(|g| mean_row(g)).collect()
+}
+
+/// The mean of rows of one network (its replicates): mAP, F1 and every attribution metric
+/// under both protocols (NaN where any row's is undefined); everything else, including the
+/// faithfulness scores and the history, is the first row's.
+pub(crate) fn mean_row(group: &[&ResultRow]) -> ResultRow {
+    let mean = |f: &dyn Fn(&ResultRow) -> f64| {
+        group.iter().map(|r| f(r)).sum::<f64>() / group.len() as f64
+    };
+    let mean_loc = |f: &dyn Fn(&ResultRow) -> Option<&Localization>| -> Option<Localization> {
+        let locs: Vec<&Localization> = group.iter().map(|r| f(r)).collect::<Option<_>>()?;
+        let m = |g: &dyn Fn(&Localization) -> f64| {
+            locs.iter().map(|l| g(l)).sum::<f64>() / locs.len() as f64
+        };
+        Some(Localization {
+            auc: m(&|l| l.auc),
+            point_acc: m(&|l| l.point_acc),
+            cos: m(&|l| l.cos),
+            l2: m(&|l| l.l2),
+            pairs: (m(&|l| l.pairs as f64)).round() as usize,
+        })
+    };
+    let mut out = group[0].clone();
+    out.map = mean(&|r| r.map);
+    out.f1 = mean(&|r| r.f1);
+    out.auc = mean(&|r| r.auc);
+    out.point_acc = mean(&|r| r.point_acc);
+    out.cos = mean(&|r| r.cos);
+    out.l2 = mean(&|r| r.l2);
+    let predicted = mean_loc(&|r| r.protocols.as_ref().map(|p| &p.predicted));
+    let present = mean_loc(&|r| r.protocols.as_ref().map(|p| &p.present));
+    out.protocols = predicted
+        .zip(present)
+        .map(|(predicted, present)| crate::evaluation::Protocols { predicted, present });
+    out
+}
+
 /// One Markdown section per compression method: the teacher and that method's final networks
 /// (the last round for iterative pruning), plus the per-round table for unstructured pruning.
 pub fn tables_by_compression(rows: &[ResultRow], compressions: &[String]) -> String {
+    let rows = &seed_means(rows);
     let mut out = String::new();
     for c in compressions {
         let last = last_round(rows, c);
@@ -396,6 +460,23 @@ mod tests {
             lines[3].contains("| swa |") && lines[3].contains("| 80.00 |"),
             "{md}"
         );
+    }
+
+    /// A seed's replicates are averaged first, then the seeds: seed 0 has AUC 80 and 90
+    /// (mean 85), seed 1 has 70; over the seeds 77.5 ± |85 - 70| / sqrt 2 = 10.61, with a
+    /// seed count of 2, not 3.
+    #[test]
+    fn tables_average_replicates_within_a_seed_before_the_seeds() {
+        let mut second = row("none", 0, 90.0);
+        second.replicate = 1;
+        let rows = vec![row("none", 0, 80.0), second, row("none", 1, 70.0)];
+        let md = tables_by_compression(&rows, &["kd".to_string()]);
+        let line = md.lines().find(|l| l.contains("| none |")).unwrap();
+        assert!(line.contains("| 2 | 90.00 ± 0.00 |"), "{line}");
+        assert!(line.contains("77.50 ± 10.61"), "{line}");
+        let means = seed_means(&rows);
+        assert_eq!(means.len(), 2);
+        assert_eq!((means[0].auc, means[1].auc), (85.0, 70.0));
     }
 
     #[test]
