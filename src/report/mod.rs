@@ -511,14 +511,15 @@ mod tests {
         let mut reader = csv::Reader::from_reader(bytes.as_slice());
         let header = reader.headers().unwrap().clone();
         let lines: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
-        assert_eq!(header.len(), 15);
+        assert_eq!(header.len(), 16);
         assert_eq!(lines.len(), 1);
-        assert_eq!(lines[0].len(), 15);
-        assert_eq!((&lines[0][13], &lines[0][14]), ("", ""));
+        assert_eq!(lines[0].len(), 16);
+        assert_eq!((&lines[0][14], &lines[0][15]), ("", ""));
         assert_eq!(&lines[0][0], "3,M,5,M/1 structured");
         assert_eq!(&lines[0][3], "gradcam");
+        assert_eq!((&header[6], &lines[0][6]), ("replicate", "0"));
         assert_eq!(
-            (&lines[0][8], &lines[0][9], &lines[0][11]),
+            (&lines[0][9], &lines[0][10], &lines[0][12]),
             ("0", "0.75", "")
         );
     }
