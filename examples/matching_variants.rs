@@ -8,14 +8,15 @@
 //! `label=regularizer[,key=value...]` with keys `beta` (this regularizer's beta), `scale`
 //! (`paper-map` / `per-position`), `warmup` (epochs), `drop` (SSWA), `dropout` (the
 //! student's head dropout) and `init` (N > 0: the student starts from the N-th other initial
-//! weights of this seed, so variants sharing an `init` are paired replicates). A variant labelled
+//! weights of this seed, the weights of the pipeline's replicate N under `kd.replicates`, so
+//! variants sharing an `init` are paired replicates). A variant labelled
 //! like the demo's student (`none`, `ewa`, `swa`, `sswa`) with no keys draws the demo's random
 //! numbers, so it reproduces that student exactly.
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use faithful::compression::Compression;
-use faithful::compression::kd::Distillation;
+use faithful::compression::kd::{Distillation, student_init_seed};
 use faithful::config::ExperimentConfig;
 use faithful::evaluation::{self, EvalConfig, PairSet};
 use faithful::matching::{self, BetaScale, MatchConfig};
@@ -31,7 +32,7 @@ struct Variant {
     /// The student's head dropout, where it differs from the teacher's.
     dropout: Option<f64>,
     /// Which initial weights of the seed the student starts from (0: the demo's).
-    init: u64,
+    init: usize,
 }
 
 fn parse_variant(text: &str, base: &MatchConfig) -> Result<Variant> {
@@ -110,10 +111,8 @@ fn main() -> Result<()> {
     let train = cfg.student_train.clone();
     let mut runs = Vec::new();
     for (i, v) in variants.iter().enumerate() {
-        let init_seed = match v.init {
-            0 => derive_seed(seed, "student-init"),
-            n => derive_seed(seed, &format!("student-init-{n}")),
-        };
+        // the pipeline's replicate `init` (kd.replicates) starts from the same weights
+        let init_seed = student_init_seed(seed, v.init);
         let student = match v.dropout {
             None => stage.compression.make_student(&teacher, &ad, init_seed)?,
             Some(p) => Distillation {

@@ -249,7 +249,7 @@ impl ExperimentConfig {
         }
     }
 
-    /// A smaller version that runs in under 2 minutes (a smoke run, not a fair test).
+    /// A smaller version: about 2 minutes on 2 cores (a smoke run, not a fair test).
     pub fn quick() -> Self {
         let mut cfg = Self::demo();
         // 32x32 images: four times fewer pixels, so the teacher gets past its initial plateau
