@@ -207,8 +207,8 @@ impl ExperimentConfig {
             compressions: vec!["kd".into()],
             // Three students per regularizer and seed, from three initial weights; the claims
             // compare per-seed means. Within one seed and teacher, single /8 naive students'
-            // mAP moved by up to 4 points (87.2-91.3 on seed 1) and their pointing accuracy by up
-            // to 10.5 (52.9-63.5 on seed 0) with the initial weights alone, as large as the
+            // mAP moved by up to 3.6 points (87.7-91.3 on seed 1) and their pointing accuracy by up
+            // to 10.5 (53.0-63.5 on seed 0) with the initial weights alone, as large as the
             // effect the claims test, so a one-draw verdict is mostly a verdict on the draw
             // (README, "The demo"). Lockstep students share the teacher's forward pass: three
             // replicates cost about twice one.
