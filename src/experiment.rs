@@ -686,7 +686,7 @@ fn evaluate_rows(
                 t.compression,
                 t.regularizer,
                 ctx.seed,
-                report::html::replicate_tag(&row),
+                row.replicate_tag(),
                 method.name(),
                 w.message
             );

@@ -251,7 +251,6 @@ fn check_one(
         .map(|c| g.missing(c, "none", what))
         .collect();
     };
-    let naive = &naive.clone();
     let mut out = claim1(&g, naive);
     for reg in RECOVERING.iter().chain(["ewa"].iter()) {
         if let Some(m) = g.net(reg) {
@@ -276,20 +275,7 @@ fn check_one(
 /// the mean over its replicates of mAP, F1 and every attribution metric (NaN when any
 /// replicate's is undefined).
 pub fn replicate_means<'a>(rows: impl Iterator<Item = &'a ResultRow>) -> Vec<(ResultRow, usize)> {
-    let mut groups: Vec<Vec<&ResultRow>> = Vec::new();
-    for r in rows {
-        match groups
-            .iter_mut()
-            .find(|g| g[0].regularizer == r.regularizer)
-        {
-            Some(g) => g.push(r),
-            None => groups.push(vec![r]),
-        }
-    }
-    groups
-        .into_iter()
-        .map(|g| (super::mean_row(&g), g.len()))
-        .collect()
+    super::means_by(rows, |r| r.regularizer.clone())
 }
 
 fn num(v: f64) -> String {

@@ -261,16 +261,8 @@ fn network_words(r: &ResultRow) -> String {
         "{who} ({}), seed {}{round}{}",
         r.network,
         r.seed,
-        replicate_tag(r)
+        r.replicate_tag()
     )
-}
-
-/// `, replicate r` for a regularizer's students after the first (`kd.replicates`).
-pub(crate) fn replicate_tag(r: &ResultRow) -> String {
-    match r.replicate {
-        0 => String::new(),
-        k => format!(", replicate {k}"),
-    }
 }
 
 /// The loud box: every row warning, or that none was found, or that health was not recorded.

@@ -121,6 +121,14 @@ impl ResultRow {
         }
     }
 
+    /// `, replicate r` for a regularizer's students after the first (`kd.replicates`).
+    pub fn replicate_tag(&self) -> String {
+        match self.replicate {
+            0 => String::new(),
+            k => format!(", replicate {k}"),
+        }
+    }
+
     fn group_key(&self) -> (String, String, String, usize) {
         (
             self.network.clone(),
@@ -289,7 +297,7 @@ pub fn warnings_markdown(rows: &[ResultRow]) -> String {
                 r.regularizer,
                 r.seed,
                 r.round,
-                html::replicate_tag(r),
+                r.replicate_tag(),
                 w.message
             );
         }
@@ -358,6 +366,18 @@ pub fn final_rows<'a>(rows: &'a [ResultRow], c: &str) -> Vec<&'a ResultRow> {
 /// the per-seed means, as the claims compare them.
 pub fn seed_means(rows: &[ResultRow]) -> Vec<ResultRow> {
     let key = |r: &ResultRow| (r.group_key(), r.seed, r.attribution.clone());
+    means_by(rows.iter(), key)
+        .into_iter()
+        .map(|(row, _)| row)
+        .collect()
+}
+
+/// The rows grouped by `key` (groups in order of first appearance), each group replaced by its
+/// [`mean_row`] and how many rows it averages.
+pub(crate) fn means_by<'a, K: PartialEq>(
+    rows: impl Iterator<Item = &'a ResultRow>,
+    key: impl Fn(&ResultRow) -> K,
+) -> Vec<(ResultRow, usize)> {
     let mut groups: Vec<Vec<&ResultRow>> = Vec::new();
     for r in rows {
         match groups.iter_mut().find(|g| key(g[0]) == key(r)) {
@@ -365,7 +385,7 @@ pub fn seed_means(rows: &[ResultRow]) -> Vec<ResultRow> {
             None => groups.push(vec![r]),
         }
     }
-    groups.iter().map(|g| mean_row(g)).collect()
+    groups.iter().map(|g| (mean_row(g), g.len())).collect()
 }
 
 /// The mean of rows of one network (its replicates): mAP, F1 and every attribution metric
