@@ -163,7 +163,7 @@ pub fn faithfulness_markdown(
          lower is better; insertion: higher). ROAD: class probability after removing the top \
          10–90% by noisy linear imputation, averaged over the percentages, against the same \
          removal in a random order (a map that finds what the network uses must fall below \
-         random). Mean ± std over seeds.\n\n\
+         random). Mean ± std over seeds (each seed's students averaged over its replicates first).\n\n\
          | network | compression | regularizer | method | deletion ↓ | insertion ↑ | ROAD, map order ↓ | ROAD, random order |\n\
          |---|---|---|---|---:|---:|---:|---:|\n",
     );
@@ -185,10 +185,7 @@ pub fn faithfulness_markdown(
                 continue;
             }
             let col = |f: &dyn Fn(&crate::evaluation::faithfulness::Perturbation) -> f64| {
-                scored
-                    .iter()
-                    .map(|r| f(r.perturbation.as_ref().unwrap()))
-                    .collect::<Vec<f64>>()
+                per_seed_means(&scored, &|r| f(r.perturbation.as_ref().unwrap()))
             };
             let _ = writeln!(
                 out,
@@ -206,6 +203,28 @@ pub fn faithfulness_markdown(
     out.push('\n');
     out.push_str(&sanity_markdown(rows, methods));
     out
+}
+
+/// `value` of each seed's rows, averaged over the seed's replicates first (seeds in order of
+/// first appearance), so that a seed with more students does not weigh more.
+fn per_seed_means(rows: &[&ResultRow], value: &dyn Fn(&ResultRow) -> f64) -> Vec<f64> {
+    let mut seeds: Vec<u64> = Vec::new();
+    for r in rows {
+        if !seeds.contains(&r.seed) {
+            seeds.push(r.seed);
+        }
+    }
+    seeds
+        .iter()
+        .map(|&seed| {
+            let values: Vec<f64> = rows
+                .iter()
+                .filter(|r| r.seed == seed)
+                .map(|r| value(r))
+                .collect();
+            values.iter().sum::<f64>() / values.len() as f64
+        })
+        .collect()
 }
 
 /// The randomisation sanity check of the teacher, per method: the maps' rank correlation with
@@ -301,6 +320,36 @@ mod tests {
         assert!(md.contains("- `lrp`: naive below the teacher: AUC no (-1.00), point acc yes (+5.50); sswa above naive: AUC no (-2.00), point acc yes (+4.00)"), "{md}");
         assert!(
             methods_markdown(&rows, &methods[..1], &["kd".into()], PairSet::Predicted).is_empty()
+        );
+    }
+
+    #[test]
+    fn faithfulness_averages_each_seeds_replicates_before_the_seeds() {
+        let with_deletion = |seed: u64, replicate: usize, deletion: f64| {
+            let mut r = row("none", "kd", "gradcam", seed, 80.0, 60.0);
+            r.replicate = replicate;
+            r.perturbation = Some(crate::evaluation::faithfulness::Perturbation {
+                deletion,
+                insertion: 0.5,
+                road: vec![(10, 0.2)],
+                road_random: vec![(10, 0.6)],
+                pairs: 4,
+                per_pair: Vec::new(),
+            });
+            r
+        };
+        // seed 0: replicates 0.1 and 0.3 (mean 0.2); seed 1: one student at 0.4.
+        // Over seeds: mean 0.3, sample std sqrt(0.02) = 0.141; pooling all three rows would
+        // give 0.267 ± 0.153.
+        let rows = vec![
+            with_deletion(0, 0, 0.1),
+            with_deletion(0, 1, 0.3),
+            with_deletion(1, 0, 0.4),
+        ];
+        let md = faithfulness_markdown(&rows, &["gradcam".to_string()], &["kd".into()]);
+        assert!(
+            md.contains("| net | kd | none | gradcam | 0.300 ± 0.141 | 0.500 ± 0.000 |"),
+            "{md}"
         );
     }
 }
