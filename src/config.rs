@@ -165,7 +165,7 @@ impl Default for ExperimentConfig {
 }
 
 impl ExperimentConfig {
-    /// The default demo: a few minutes on 2 CPU cores.
+    /// The default demo: about half an hour per seed on 2 CPU cores.
     pub fn demo() -> Self {
         let train = TrainConfig {
             batch_size: 32,
