@@ -191,7 +191,7 @@ impl ExperimentConfig {
             // on VOC (their mAP on the un-augmented training images is about 6 points above
             // test), and the teacher's maps are supervision they lack, so matching raises their
             // mAP (claim 3). On 3000 images they were capacity-limited (training and test mAP
-            // within about 1 point), matching cost them 0.5-1 mAP on average, and per-seed
+            // within about 1 point), matching cost them 0.3-1.0 mAP on average, and per-seed
             // verdicts on claims 2 and 3 went with the initial weights (README, "The demo").
             data: SyntheticConfig {
                 n_train: 1000,
