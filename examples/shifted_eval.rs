@@ -52,10 +52,7 @@ fn main() -> Result<()> {
     let mut names = vec!["teacher".to_string()];
     for r in 0..cfg.kd.replicates {
         for reg in &cfg.regularizers {
-            names.push(match r {
-                0 => format!("kd-{reg}"),
-                _ => format!("kd-{reg}-r{r}"),
-            });
+            names.push(faithful::experiment::student_label("kd", reg, r));
         }
     }
     println!("seed\tnetwork\tmAP\tF1\tAUC_pred\tpoint_pred\tAUC_present\tpoint_present\tcos");

@@ -911,7 +911,7 @@ fn train_teacher(ctx: &Ctx) -> Result<Trained> {
 
 /// A student's label and folder name: `<stage>-<regularizer>`, with `-r<r>` for replicates
 /// after the first (whose folder is the one runs had before there were replicates).
-fn student_label(stage: &str, regularizer: &str, replicate: usize) -> String {
+pub fn student_label(stage: &str, regularizer: &str, replicate: usize) -> String {
     match replicate {
         0 => format!("{stage}-{regularizer}"),
         r => format!("{stage}-{regularizer}-r{r}"),

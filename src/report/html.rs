@@ -7,7 +7,7 @@
 //! [`escape`].
 
 use super::claims::{self, ClaimCheck, protocol_label, undefined_reason};
-use super::{ResultRow, bars, curves, tables_by_compression};
+use super::{ResultRow, bars, curves, seeds_of, tables_by_compression};
 use crate::config::ExperimentConfig;
 use crate::evaluation::PairSet;
 use crate::util::write_atomic;
@@ -154,17 +154,6 @@ const CONTENTS: &str = "<nav>Contents: <a href=\"#claims\">claims</a> · \
     <a href=\"#bars\">bar charts</a> · \
     <a href=\"#training\">training curves</a> · <a href=\"#sweep\">pruning sweep</a> · <a href=\"#roar\">ROAR</a> · \
     <a href=\"#overlays\">overlays</a> · <a href=\"#config\">config</a></nav>\n";
-
-/// Distinct seeds of the rows, in order of appearance.
-fn seeds_of(rows: &[ResultRow]) -> Vec<u64> {
-    let mut v = Vec::new();
-    for r in rows {
-        if !v.contains(&r.seed) {
-            v.push(r.seed);
-        }
-    }
-    v
-}
 
 fn join<T: ToString>(items: &[T]) -> String {
     items

@@ -208,15 +208,9 @@ pub fn faithfulness_markdown(
 /// `value` of each seed's rows, averaged over the seed's replicates first (seeds in order of
 /// first appearance), so that a seed with more students does not weigh more.
 fn per_seed_means(rows: &[&ResultRow], value: &dyn Fn(&ResultRow) -> f64) -> Vec<f64> {
-    let mut seeds: Vec<u64> = Vec::new();
-    for r in rows {
-        if !seeds.contains(&r.seed) {
-            seeds.push(r.seed);
-        }
-    }
-    seeds
-        .iter()
-        .map(|&seed| {
+    super::seeds_of(rows.iter().copied())
+        .into_iter()
+        .map(|seed| {
             let values: Vec<f64> = rows
                 .iter()
                 .filter(|r| r.seed == seed)

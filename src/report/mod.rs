@@ -361,6 +361,17 @@ pub fn final_rows<'a>(rows: &'a [ResultRow], c: &str) -> Vec<&'a ResultRow> {
         .collect()
 }
 
+/// Distinct seeds of the rows, in order of appearance.
+pub(crate) fn seeds_of<'a>(rows: impl IntoIterator<Item = &'a ResultRow>) -> Vec<u64> {
+    let mut seeds = Vec::new();
+    for r in rows {
+        if !seeds.contains(&r.seed) {
+            seeds.push(r.seed);
+        }
+    }
+    seeds
+}
+
 /// The rows with each network's replicates of one seed (`kd.replicates`) replaced by their
 /// mean ([`mean_row`]), in order of first appearance: tables and bar charts average over seeds
 /// the per-seed means, as the claims compare them.
