@@ -22,6 +22,7 @@ use crate::training::{
 use crate::util::{config_name, derive_seed, write_atomic};
 use anyhow::{Context, Result};
 use burn::prelude::*;
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -359,22 +360,21 @@ fn execute(
         dataset: prep.described.clone(),
     };
     let teacher = memo.teacher(&ctx)?;
-    let mut evaluate = |t: &Trained, references: &[MapSet]| -> Result<()> {
-        for (row, pairs) in evaluate_rows(&ctx, t, references)? {
+    let mut evaluate = |nets: &[&Trained], references: &[MapSet]| -> Result<()> {
+        for (row, pairs) in evaluate_all(&ctx, nets, references)? {
             record.rows.push(row);
             record.pairs.push(pairs);
         }
         Ok(())
     };
     match &cell.kind {
-        CellKind::Teacher => evaluate(&teacher, &memo.references(&ctx, &teacher)?)?,
+        CellKind::Teacher => evaluate(&[&teacher], &memo.references(&ctx, &teacher)?)?,
         CellKind::Students { compression } => {
             let references = memo.references(&ctx, &teacher)?;
             let method = cfg.method(compression)?;
             let (finals, rounds) = method_students(&ctx, method.as_ref(), &teacher)?;
-            for t in rounds.iter().chain(&finals) {
-                evaluate(t, &references)?;
-            }
+            let nets: Vec<&Trained> = rounds.iter().chain(&finals).collect();
+            evaluate(&nets, &references)?;
             if cfg.seeds.first() == Some(&seed) {
                 let mut nets = vec![&teacher];
                 nets.extend(finals.iter().filter(|t| t.replicate == 0));
@@ -620,16 +620,36 @@ fn network_name(model: &Network) -> String {
     format!("{short}/{}", arch.width_divisor())
 }
 
+/// The result rows of `nets`, in order (see [`evaluate_rows`]). The networks' evaluations are
+/// independent and run on rayon's threads (a network's ops alone keep about one core busy);
+/// each network's latency is timed first, alone, so no other network's work is in it.
+fn evaluate_all(
+    ctx: &Ctx,
+    nets: &[&Trained],
+    references: &[MapSet],
+) -> Result<Vec<(ResultRow, Vec<evaluation::PairScore>)>> {
+    let latencies = nets
+        .iter()
+        .map(|t| evaluation::latency_ms(&t.model, ctx.splits.test.height, 30))
+        .collect::<Result<Vec<_>>>()?;
+    let rows = nets
+        .par_iter()
+        .zip(latencies)
+        .map(|(t, latency_ms)| evaluate_rows(ctx, t, references, latency_ms))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(rows.into_iter().flatten().collect())
+}
+
 /// One result row per attribution method (in `eval.attributions` order) for a trained
-/// network, with each row's pair scores. Prediction quality, latency and the training health
-/// warnings are the network's and are measured once.
+/// network, with each row's pair scores. Prediction quality, latency (`latency_ms`, measured
+/// by the caller) and the training health warnings are the network's and are measured once.
 fn evaluate_rows(
     ctx: &Ctx,
     t: &Trained,
     references: &[MapSet],
+    latency_ms: f64,
 ) -> Result<Vec<(ResultRow, Vec<evaluation::PairScore>)>> {
     let name = network_name(&t.model);
-    let latency_ms = evaluation::latency_ms(&t.model, ctx.splits.test.height, 30)?;
     let sparsity = sparsity(&t.model);
     let mut out = Vec::with_capacity(ctx.methods.len());
     for (k, (method, reference)) in ctx.methods.iter().zip(references).enumerate() {

@@ -265,6 +265,103 @@ fn every_family_distils_with_every_regularizer() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Every float a network holds, parameters and running statistics (BatchNorm), in visit order.
+fn all_floats(net: &Network) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl burn::module::ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            self.0
+                .extend(param.val().into_data().try_to_vec::<f32>().unwrap());
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    net.visit(&mut collect);
+    collect.0
+}
+
+/// Lockstep students take their steps on rayon's threads, a student's steps on whichever
+/// thread is free. Each must come out bit-identical to the same student trained alone: the
+/// same weights and the same BatchNorm running statistics (which burn keeps per thread until
+/// synced), so the thread schedule never changes a number.
+#[test]
+fn lockstep_students_on_threads_match_students_trained_alone() {
+    let data = generate(&SyntheticConfig {
+        size: 32,
+        num_classes: 3,
+        n_train: 48,
+        n_val: 1,
+        n_test: 1,
+        ..SyntheticConfig::default()
+    })
+    .unwrap()
+    .train;
+    let norm = Normalization::of(&data);
+    let ad = Device::flex().autodiff();
+    let kd = Distillation {
+        width_divisor: 2,
+        ..Distillation::default()
+    };
+    let train = TrainConfig {
+        epochs: 2,
+        batch_size: 8,
+        lr: 0.05,
+        grad_clip: 1.0,
+        ..TrainConfig::default()
+    };
+    let matching_cfg = MatchConfig::default();
+    let names = ["none", "ewa", "swa", "sswa"];
+    let regs: Vec<_> = names
+        .iter()
+        .map(|r| matching::by_name(r, &matching_cfg).unwrap())
+        .collect();
+    let dir = tmp("lockstep-threads");
+    for arch in Arch::tiny_examples(3, 32) {
+        let teacher = arch.init(&ad, 2).unwrap().valid();
+        let runs = |tag: &str, which: &[usize]| -> Vec<StudentRun> {
+            which
+                .iter()
+                .map(|&i| StudentRun {
+                    // a fresh student each time (same weights): clones would share their
+                    // BatchNorm running state
+                    model: kd.make_student(&teacher, &ad, 3).unwrap(),
+                    spec: FineTuneSpec {
+                        compression: &kd,
+                        regularizer: regs[i].as_ref(),
+                        matching: &matching_cfg,
+                        train: &train,
+                        seed: 0,
+                        label: names[i],
+                    },
+                    dir: dir.join(arch.family()).join(tag).join(names[i]),
+                    upstream: String::new(),
+                })
+                .collect()
+        };
+        let all: Vec<usize> = (0..names.len()).collect();
+        let together =
+            fine_tune_lockstep(runs("together", &all), &teacher, &data, &norm, None).unwrap();
+        let start = all_floats(&kd.make_student(&teacher, &ad, 3).unwrap());
+        for (i, (net, _)) in together.iter().enumerate() {
+            let (alone, _) = fine_tune_lockstep(runs("alone", &[i]), &teacher, &data, &norm, None)
+                .unwrap()
+                .remove(0);
+            let (a, b) = (all_floats(net), all_floats(&alone));
+            assert_eq!(a.len(), start.len());
+            assert_ne!(a, start, "{} {}: nothing trained", arch.family(), names[i]);
+            assert!(
+                a == b,
+                "{} {}: {} of {} floats differ between lockstep and alone",
+                arch.family(),
+                names[i],
+                a.iter().zip(&b).filter(|(x, y)| x != y).count(),
+                a.len()
+            );
+            assert_eq!(logits(&net.valid(), 32), logits(&alone.valid(), 32));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The whole grid on a tiny network of every family: every compression method x every
 /// regularizer, through evaluation and the report. A new family, method or regularizer is
 /// covered by being registered.

@@ -15,7 +15,8 @@ use anyhow::Result;
 use burn::prelude::*;
 
 /// What is run after every optimiser step of a student (e.g. re-zeroing pruned weights).
-pub type StepHook = Box<dyn Fn(Network) -> Network>;
+/// `Send + Sync`: lockstep students take their steps on separate threads.
+pub type StepHook = Box<dyn Fn(Network) -> Network + Send + Sync>;
 
 /// Which of the experiment's fine-tuning settings a stage uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,8 +126,9 @@ impl Method for Single<'_> {
     }
 }
 
-/// A compression method with a fine-tuning stage.
-pub trait Compression {
+/// A compression method with a fine-tuning stage (`Send + Sync`: lockstep students share it
+/// across threads).
+pub trait Compression: Send + Sync {
     /// Name used in configs and reports (e.g. `kd`).
     fn name(&self) -> &'static str;
     /// Builds the (untrained or freshly compressed) student from `base` (the teacher, or the

@@ -33,8 +33,9 @@ pub struct MatchInputs {
     pub input_side: usize,
 }
 
-/// A matching regularizer: produces (student map, teacher map), each (P, h, w).
-pub trait Regularizer {
+/// A matching regularizer: produces (student map, teacher map), each (P, h, w). `Send + Sync`:
+/// lockstep students share it across threads.
+pub trait Regularizer: Send + Sync {
     /// Name used in configs and reports.
     fn name(&self) -> &'static str;
     /// Whether Grad-CAM channel weights are needed (skips their computation otherwise).

@@ -20,6 +20,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use std::path::Path;
 
 /// (sample index, class) pairs to match, from the teacher's logits (N, K).
@@ -164,7 +165,8 @@ pub fn fine_tune_lockstep(
     super::ensure_verified_training_backend(&device)?;
     let k = teacher.num_classes();
     let mut states = Vec::new();
-    for run in runs {
+    for mut run in runs {
+        run.model = own_state(run.model);
         check_compatible(&run.model, teacher, &run.spec)?;
         if run.spec.train != cfg || run.spec.seed != seed {
             bail!(
@@ -240,29 +242,41 @@ pub fn fine_tune_lockstep(
                 t_logits: &t_logits,
                 t_vals: &t_vals,
             };
-            for (st, rng) in states.iter_mut().zip(rngs.iter_mut()) {
-                if st.done > epoch {
-                    continue;
-                }
-                // each student ramps its own beta (lockstep students may differ in matching)
-                let ramp = beta_ramp(
-                    st.spec.matching.warmup_epochs,
-                    epoch * steps_per_epoch + step,
-                    steps_per_epoch,
-                );
-                student_step(st, teacher, &batch, k, lr, ramp, rng, (epoch, step))?;
-            }
+            // The students' steps are independent (each has its own graph, optimiser and
+            // random stream), so they run on rayon's threads: at small sizes one network's ops
+            // are too small to keep two cores busy. The numbers do not depend on the order.
+            states
+                .par_iter_mut()
+                .zip(rngs.par_iter_mut())
+                .filter(|(st, _)| st.done <= epoch)
+                .try_for_each(|(st, rng)| {
+                    // each student ramps its own beta (lockstep students may differ in matching)
+                    let ramp = beta_ramp(
+                        st.spec.matching.warmup_epochs,
+                        epoch * steps_per_epoch + step,
+                        steps_per_epoch,
+                    );
+                    student_step(st, teacher, &batch, k, lr, ramp, rng, (epoch, step))
+                })?;
             bar.inc(1);
         }
         let nb = batches.len().max(1) as f64;
         let rate = data.len() as f64 / started.elapsed().as_secs_f64();
         let mut msg = format!("{rate:.0} img/s");
-        for st in states.iter_mut() {
-            if st.done > epoch {
+        let records: Vec<Option<EpochRecord>> = states
+            .par_iter()
+            .map(|st| {
+                if st.done > epoch {
+                    return Ok(None);
+                }
+                let matched = (st.spec.regularizer.beta() > 0.0).then_some(st.sums.1 / nb);
+                epoch_record(epoch, st.sums.0 / nb, matched, &st.model, validate).map(Some)
+            })
+            .collect::<Result<_>>()?;
+        for (st, record) in states.iter_mut().zip(records) {
+            let Some(record) = record else {
                 continue;
-            }
-            let matched = (st.spec.regularizer.beta() > 0.0).then_some(st.sums.1 / nb);
-            let record = epoch_record(epoch, st.sums.0 / nb, matched, &st.model, validate)?;
+            };
             msg.push_str(&format!("; {} {}", st.spec.label, record.summary()));
             st.history.push(record);
             st.sums = (0.0, 0.0);
@@ -340,7 +354,26 @@ fn student_step(
     if let Some(hook) = &st.hook {
         st.model = hook(st.model.clone());
     }
+    sync_running_state(&st.model);
     Ok(())
+}
+
+/// `model` with autodiff leaves and running state of its own. Clones of one network share
+/// both, and lockstep students step on separate threads: their graphs would merge and one
+/// student's BatchNorm statistics would mix into another's. The values and parameter ids are
+/// kept (`valid` then `train`, burn's round trip through the inner backend).
+fn own_state(model: Network) -> Network {
+    model.valid().train()
+}
+
+/// Folds the step's running-state updates (BatchNorm statistics, quantization observers) into
+/// each state's value before the student's next step, which may run on another thread. burn
+/// keeps an update under the thread that made it, and a training forward on another thread
+/// reads the value without it: statistics (and an observer's range, which the fake
+/// quantization trains with) would depend on which thread took which step. `valid()` syncs
+/// every running state in place; the copy it returns is dropped.
+fn sync_running_state(model: &Network) {
+    let _ = model.valid();
 }
 
 /// Fraction of beta in force at global step `step`: a linear ramp over `warmup_epochs` epochs,

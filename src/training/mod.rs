@@ -65,7 +65,7 @@ pub struct ValScores {
 
 /// Scores a network (on the autodiff device) on the validation split after each epoch; the
 /// experiment supplies it, so training needs no evaluation code.
-pub type Validator<'a> = dyn Fn(&Network) -> Result<ValScores> + 'a;
+pub type Validator<'a> = dyn Fn(&Network) -> Result<ValScores> + Sync + 'a;
 
 /// The record of a finished epoch; validation scores are NaN without a validator.
 pub fn epoch_record(
