@@ -191,14 +191,22 @@ fn unstructured_pruning_works_on_every_family() {
     }
 }
 
-/// A KD student of every family fine-tunes with every regularizer: finite losses, weights that
-/// move, and the student is thinner than its teacher.
-#[test]
-fn every_family_distils_with_every_regularizer() {
+/// What the KD fine-tuning tests share: `n_train` 32 px training images of 3 classes, their
+/// normalisation, the autodiff device, /2 distillation and `epochs` of clipped SGD.
+fn kd_setup(
+    n_train: usize,
+    epochs: usize,
+) -> (
+    faithful::data::Dataset,
+    Normalization,
+    Device,
+    Distillation,
+    TrainConfig,
+) {
     let data = generate(&SyntheticConfig {
         size: 32,
         num_classes: 3,
-        n_train: 16,
+        n_train,
         n_val: 1,
         n_test: 1,
         ..SyntheticConfig::default()
@@ -206,18 +214,29 @@ fn every_family_distils_with_every_regularizer() {
     .unwrap()
     .train;
     let norm = Normalization::of(&data);
-    let ad = Device::flex().autodiff();
-    let kd = Distillation {
-        width_divisor: 2,
-        ..Distillation::default()
-    };
-    let train = TrainConfig {
-        epochs: 1,
-        batch_size: 8,
-        lr: 0.05,
-        grad_clip: 1.0,
-        ..TrainConfig::default()
-    };
+    (
+        data,
+        norm,
+        Device::flex().autodiff(),
+        Distillation {
+            width_divisor: 2,
+            ..Distillation::default()
+        },
+        TrainConfig {
+            epochs,
+            batch_size: 8,
+            lr: 0.05,
+            grad_clip: 1.0,
+            ..TrainConfig::default()
+        },
+    )
+}
+
+/// A KD student of every family fine-tunes with every regularizer: finite losses, weights that
+/// move, and the student is thinner than its teacher.
+#[test]
+fn every_family_distils_with_every_regularizer() {
+    let (data, norm, ad, kd, train) = kd_setup(16, 1);
     let dir = tmp("kd");
     for arch in Arch::tiny_examples(3, 32) {
         let teacher = arch.init(&ad, 2).unwrap().valid();
@@ -285,29 +304,7 @@ fn all_floats(net: &Network) -> Vec<f32> {
 /// synced), so the thread schedule never changes a number.
 #[test]
 fn lockstep_students_on_threads_match_students_trained_alone() {
-    let data = generate(&SyntheticConfig {
-        size: 32,
-        num_classes: 3,
-        n_train: 48,
-        n_val: 1,
-        n_test: 1,
-        ..SyntheticConfig::default()
-    })
-    .unwrap()
-    .train;
-    let norm = Normalization::of(&data);
-    let ad = Device::flex().autodiff();
-    let kd = Distillation {
-        width_divisor: 2,
-        ..Distillation::default()
-    };
-    let train = TrainConfig {
-        epochs: 2,
-        batch_size: 8,
-        lr: 0.05,
-        grad_clip: 1.0,
-        ..TrainConfig::default()
-    };
+    let (data, norm, ad, kd, train) = kd_setup(48, 2);
     let matching_cfg = MatchConfig::default();
     let names = ["none", "ewa", "swa", "sswa"];
     let regs: Vec<_> = names
