@@ -256,7 +256,7 @@ impl ExperimentConfig {
         }
     }
 
-    /// A smaller version: about 70 s on 2 cores (a smoke run, not a fair test).
+    /// A smaller version: 70-110 s on 2 cores (a smoke run, not a fair test).
     pub fn quick() -> Self {
         let mut cfg = Self::demo();
         // 32x32 images: four times fewer pixels, so the teacher gets past its initial plateau

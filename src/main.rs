@@ -49,7 +49,7 @@ enum ExportFormat {
 enum Command {
     /// Train a teacher, distil students with each regularizer, evaluate, report.
     Demo {
-        /// Smaller, faster run (a smoke test, about 70 s on 2 cores).
+        /// Smaller, faster run (a smoke test, 70-110 s on 2 cores).
         #[arg(long)]
         quick: bool,
         /// Experiment config (TOML); default: the built-in demo config.
