@@ -248,7 +248,7 @@ pub fn fine_tune_lockstep(
             states
                 .par_iter_mut()
                 .zip(rngs.par_iter_mut())
-                .filter(|(st, _)| st.done <= epoch)
+                .filter(|(st, _)| st.trains_in(epoch))
                 .try_for_each(|(st, rng)| {
                     // each student ramps its own beta (lockstep students may differ in matching)
                     let ramp = beta_ramp(
@@ -266,7 +266,7 @@ pub fn fine_tune_lockstep(
         let records: Vec<Option<EpochRecord>> = states
             .par_iter()
             .map(|st| {
-                if st.done > epoch {
+                if !st.trains_in(epoch) {
                     return Ok(None);
                 }
                 let matched = (st.spec.regularizer.beta() > 0.0).then_some(st.sums.1 / nb);
@@ -299,6 +299,13 @@ struct State<'a> {
     dir: std::path::PathBuf,
     sums: (f64, f64),
     hook: Option<StepHook>,
+}
+
+impl State<'_> {
+    /// Whether the student trains in `epoch` (a resumed student may be ahead of the others).
+    fn trains_in(&self, epoch: usize) -> bool {
+        self.done <= epoch
+    }
 }
 
 struct Batch<'b> {
